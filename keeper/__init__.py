@@ -1,0 +1,1 @@
+"""Asgard Keeper: liquidation keeper for Asgard Credit Accounts."""

@@ -1,0 +1,1 @@
+"""Exact health-factor math: integer functions mirroring the contracts' rounding."""

@@ -1,0 +1,1 @@
+"""What the keeper knows about the protocol: plain data, no I/O."""
