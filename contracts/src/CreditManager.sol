@@ -15,8 +15,9 @@ import {SafeTransfer} from "./libraries/SafeTransfer.sol";
 ///     value_i  = balance_i converted by the oracle (the underlying itself counts 1:1)
 ///     TV       = sum(value_i)
 ///     TWV      = sum(value_i * liquidationThreshold_i / 10_000)        (rounded down per token)
-///     interest = accruedInterest + principal * index(now) / cumulativeIndex - principal
-///     fee      = interest * feeInterest / 10_000
+///     new      = principal * index(now) / cumulativeIndex - principal   (since the last update)
+///     interest = accruedInterest + new
+///     fee      = accruedFees + new * feeInterest / 10_000
 ///     Hf (WAD) = TWV * 1e18 / (principal + interest + fee)
 /// With every threshold at 10_000, Hf is exactly TV / (borrow + interest + fee).
 ///
@@ -36,6 +37,7 @@ contract CreditManager {
         uint256 principal;
         uint256 cumulativeIndex;
         uint256 accruedInterest;
+        uint256 accruedFees;
     }
 
     /// @notice How a liquidation's funds are split. `amountPaid` comes from the liquidator.
@@ -87,7 +89,13 @@ contract CreditManager {
 
     event CreditAccountOpened(address indexed creditAccount, address indexed owner);
     event BalanceUpdated(address indexed creditAccount, address indexed token, uint256 balance);
-    event DebtUpdated(address indexed creditAccount, uint256 principal, uint256 cumulativeIndex, uint256 accruedInterest);
+    event DebtUpdated(
+        address indexed creditAccount,
+        uint256 principal,
+        uint256 cumulativeIndex,
+        uint256 accruedInterest,
+        uint256 accruedFees
+    );
     event CreditAccountClosed(address indexed creditAccount, address indexed owner, address to);
     event CreditAccountLiquidated(
         address indexed creditAccount,
@@ -230,7 +238,7 @@ contract CreditManager {
         data.owner = msg.sender;
         data.principal = debt;
         data.cumulativeIndex = pool.calcCumulativeIndex();
-        emit DebtUpdated(creditAccount, debt, data.cumulativeIndex, 0);
+        emit DebtUpdated(creditAccount, debt, data.cumulativeIndex, 0, 0);
         pool.borrow(creditAccount, debt);
         _setBalance(creditAccount, underlying, debt);
 
@@ -238,9 +246,9 @@ contract CreditManager {
         _requireHealthy(creditAccount);
     }
 
-    /// @notice Moves collateral from the caller into an account. Anyone may top an account up,
-    /// and it is allowed even below Hf 1: it can only raise the health factor, and a borrower
-    /// rescuing an account in steps must not be blocked.
+    /// @notice Moves collateral from the caller into an account. Anyone may top an account up.
+    /// It is the one action without a health check: it only adds value, so it is how an account
+    /// below Hf 1 is rescued, in as many steps as it takes.
     function addCollateral(address creditAccount, address token, uint256 amount) external whenNotPaused nonReentrant {
         if (_accountData[creditAccount].owner == address(0)) revert UnknownCreditAccount(creditAccount);
         if (amount == 0) revert ZeroAmount();
@@ -269,14 +277,14 @@ contract CreditManager {
         if (amount == 0) revert ZeroAmount();
         CreditAccountData storage data = _accrueInterest(creditAccount);
         data.principal += amount;
-        emit DebtUpdated(creditAccount, data.principal, data.cumulativeIndex, data.accruedInterest);
+        _emitDebt(creditAccount, data);
         pool.borrow(creditAccount, amount);
         _setBalance(creditAccount, underlying, _balances[creditAccount][underlying] + amount);
         _requireHealthy(creditAccount);
     }
 
-    /// @notice Repays `amount` from the account's underlying: interest and its fee first (in
-    /// proportion), then principal.
+    /// @notice Repays `amount` from the account's underlying: the protocol fee first, then
+    /// interest, then principal. Total debt falls by exactly `amount`.
     function decreaseDebt(address creditAccount, uint256 amount)
         external
         whenNotPaused
@@ -285,24 +293,17 @@ contract CreditManager {
     {
         if (amount == 0) revert ZeroAmount();
         CreditAccountData storage data = _accrueInterest(creditAccount);
-        uint256 interest = data.accruedInterest;
-        uint256 fee = interest * feeInterest / PERCENTAGE_FACTOR;
-        uint256 totalDebt = data.principal + interest + fee;
+        uint256 totalDebt = data.principal + data.accruedInterest + data.accruedFees;
         if (amount > totalDebt) revert RepaymentExceedsDebt(amount, totalDebt);
         _decreaseBalance(creditAccount, underlying, amount);
 
-        uint256 interestPaid;
-        uint256 feePaid;
-        uint256 principalPaid;
-        if (amount >= interest + fee) {
-            (interestPaid, feePaid, principalPaid) = (interest, fee, amount - interest - fee);
-        } else {
-            interestPaid = amount * PERCENTAGE_FACTOR / (PERCENTAGE_FACTOR + feeInterest);
-            feePaid = amount - interestPaid;
-        }
-        data.accruedInterest = interest - interestPaid;
+        uint256 feePaid = _min(amount, data.accruedFees);
+        uint256 interestPaid = _min(amount - feePaid, data.accruedInterest);
+        uint256 principalPaid = amount - feePaid - interestPaid;
+        data.accruedFees -= feePaid;
+        data.accruedInterest -= interestPaid;
         data.principal -= principalPaid;
-        emit DebtUpdated(creditAccount, data.principal, data.cumulativeIndex, data.accruedInterest);
+        _emitDebt(creditAccount, data);
 
         _sendFromAccount(creditAccount, address(pool), principalPaid + interestPaid);
         _sendFromAccount(creditAccount, treasury, feePaid);
@@ -333,8 +334,8 @@ contract CreditManager {
         _requireHealthy(creditAccount);
     }
 
-    /// @notice Repays all debt and sends every asset to `to`. Underlying the account lacks for the
-    /// repayment is pulled from the caller.
+    /// @notice Repays all debt and sends every asset to `to`. Underlying the account's collateral
+    /// balance lacks for the repayment is pulled from the caller.
     function closeCreditAccount(address creditAccount, address to)
         external
         whenNotPaused
@@ -345,8 +346,8 @@ contract CreditManager {
         CreditAccountData storage data = _accrueInterest(creditAccount);
         uint256 principal = data.principal;
         uint256 interest = data.accruedInterest;
-        uint256 fee = interest * feeInterest / PERCENTAGE_FACTOR;
-        uint256 held = IERC20(underlying).balanceOf(creditAccount);
+        uint256 fee = data.accruedFees;
+        uint256 held = _balances[creditAccount][underlying];
         uint256 owed = principal + interest + fee;
         if (held < owed) underlying.safeTransferFrom(msg.sender, creditAccount, owed - held);
 
@@ -378,13 +379,8 @@ contract CreditManager {
         underlying.safeTransferFrom(msg.sender, address(pool), payout.repaidToPool);
         if (payout.protocolFees != 0) underlying.safeTransferFrom(msg.sender, treasury, payout.protocolFees);
         if (payout.remainingFunds != 0) underlying.safeTransferFrom(msg.sender, data.owner, payout.remainingFunds);
-        bool coversPrincipal = payout.repaidToPool >= principal;
-        pool.repay(
-            creditAccount,
-            principal,
-            coversPrincipal ? payout.repaidToPool - principal : 0,
-            coversPrincipal ? 0 : principal - payout.repaidToPool
-        );
+        uint256 interestRepaid = payout.repaidToPool > principal ? payout.repaidToPool - principal : 0;
+        pool.repay(creditAccount, principal, interestRepaid, payout.loss);
 
         _releaseAccount(creditAccount, to);
         emit CreditAccountLiquidated(
@@ -439,8 +435,8 @@ contract CreditManager {
     /// when an account closes, so page at one block (or rebuild from events).
     function creditAccounts(uint256 offset, uint256 limit) external view returns (address[] memory page) {
         uint256 total = _creditAccounts.length;
-        uint256 end = offset + limit < total ? offset + limit : total;
-        page = new address[](end > offset ? end - offset : 0);
+        uint256 remaining = offset < total ? total - offset : 0;
+        page = new address[](_min(remaining, limit));
         for (uint256 i = 0; i < page.length; ++i) {
             page[i] = _creditAccounts[offset + i];
         }
@@ -449,10 +445,16 @@ contract CreditManager {
     function creditAccountInfo(address creditAccount)
         external
         view
-        returns (address accountOwner, uint256 principal, uint256 cumulativeIndex, uint256 accruedInterest)
+        returns (
+            address accountOwner,
+            uint256 principal,
+            uint256 cumulativeIndex,
+            uint256 accruedInterest,
+            uint256 accruedFees
+        )
     {
         CreditAccountData memory data = _accountData[creditAccount];
-        return (data.owner, data.principal, data.cumulativeIndex, data.accruedInterest);
+        return (data.owner, data.principal, data.cumulativeIndex, data.accruedInterest, data.accruedFees);
     }
 
     function balanceOf(address creditAccount, address token) external view returns (uint256) {
@@ -473,8 +475,9 @@ contract CreditManager {
         CreditAccountData memory data = _accountData[creditAccount];
         if (data.owner == address(0)) revert UnknownCreditAccount(creditAccount);
         principal = data.principal;
-        interest = data.accruedInterest + principal * pool.calcCumulativeIndex() / data.cumulativeIndex - principal;
-        fee = interest * feeInterest / PERCENTAGE_FACTOR;
+        uint256 newInterest = principal * pool.calcCumulativeIndex() / data.cumulativeIndex - principal;
+        interest = data.accruedInterest + newInterest;
+        fee = data.accruedFees + newInterest * feeInterest / PERCENTAGE_FACTOR;
     }
 
     function calcTotalDebt(address creditAccount) public view returns (uint256) {
@@ -516,13 +519,25 @@ contract CreditManager {
         if (healthFactor < WAD) revert HealthFactorBelowOne(healthFactor);
     }
 
-    /// @dev Folds interest accrued so far into `accruedInterest` and moves the account to the
+    /// @dev Folds interest accrued so far, and the fee on it, into the account and moves it to the
     /// current index, so a debt change starts from the present.
     function _accrueInterest(address creditAccount) internal returns (CreditAccountData storage data) {
         data = _accountData[creditAccount];
         uint256 index = pool.calcCumulativeIndex();
-        data.accruedInterest = data.accruedInterest + data.principal * index / data.cumulativeIndex - data.principal;
+        uint256 newInterest = data.principal * index / data.cumulativeIndex - data.principal;
+        data.accruedInterest += newInterest;
+        data.accruedFees += newInterest * feeInterest / PERCENTAGE_FACTOR;
         data.cumulativeIndex = index;
+    }
+
+    function _emitDebt(address creditAccount, CreditAccountData storage data) internal {
+        emit DebtUpdated(
+            creditAccount, data.principal, data.cumulativeIndex, data.accruedInterest, data.accruedFees
+        );
+    }
+
+    function _min(uint256 a, uint256 b) internal pure returns (uint256) {
+        return a < b ? a : b;
     }
 
     /// @dev Runs the adapter as the account and returns what actually left and arrived.

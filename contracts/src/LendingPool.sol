@@ -99,7 +99,8 @@ contract LendingPool {
     }
 
     /// @notice Books a repayment whose funds the manager has already sent here: `principal` leaves
-    /// the borrowed total, `interest` is income, `loss` the principal that was not recovered.
+    /// the borrowed total, `interest` is the income received, `loss` what the account owed the
+    /// pool (principal + interest) and did not pay.
     function repay(address creditAccount, uint256 principal, uint256 interest, uint256 loss)
         external
         onlyCreditManager

@@ -158,7 +158,9 @@ class AnvilNode:
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise AnvilError(f"anvil exited with {self._process.returncode}:\n{self.log_tail()}")
+                raise AnvilError(
+                    f"anvil exited with {self._process.returncode}:\n{self.log_tail()}"
+                )
             request = urllib.request.Request(
                 self.rpc_url, body.encode(), {"Content-Type": "application/json"}
             )

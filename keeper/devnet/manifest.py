@@ -32,7 +32,9 @@ class Manifest:
             "deploy_block": self.deployment.deploy_block,
             "rpc": {"http": self.rpc_url, "ws": self.ws_url},
             "contracts": self.deployment.contracts,
-            "tokens": {s: {"decimals": self.deployment.decimals[s]} for s in self.deployment.tokens},
+            "tokens": {
+                s: {"decimals": self.deployment.decimals[s]} for s in self.deployment.tokens
+            },
             "markets": list(self.deployment.markets),
             "keys": roles,
             "accounts": [asdict(a) for a in self.accounts],

@@ -50,7 +50,7 @@ def running_devnet(
         roles = Roles.from_keys(node.keys())
         deployment = deploy_protocol(node.rpc_url, spec, roles)
         w3 = connect(node.rpc_url)
-        seeded = seed_accounts(w3, deployment, spec, roles, accounts, seed)
+        seeded = seed_accounts(w3, deployment, spec, roles, count=accounts, seed=seed)
         if block_time is not None:
             w3.provider.make_request(RPCEndpoint("evm_setIntervalMining"), [block_time])
         yield Devnet(node, w3, spec, deployment, roles, tuple(seeded))

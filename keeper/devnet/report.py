@@ -45,7 +45,9 @@ def read_accounts(w3: Web3, deployment: Deployment) -> list[AccountView]:
                     market=market,
                     owner=owner,
                     balances={
-                        deployment.symbol_of(t): a for t, a in zip(tokens, amounts, strict=True) if a
+                        deployment.symbol_of(t): a
+                        for t, a in zip(tokens, amounts, strict=True)
+                        if a
                     },
                     principal=principal,
                     interest=interest,
@@ -92,6 +94,8 @@ def format_table(views: list[AccountView], deployment: Deployment) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -42,7 +42,7 @@ def _target_health_bps(rng: random.Random) -> int:
 
 
 def seed_accounts(
-    w3: Web3, deployment: Deployment, spec: ProtocolSpec, roles: Roles, count: int, seed: int
+    w3: Web3, deployment: Deployment, spec: ProtocolSpec, roles: Roles, *, count: int, seed: int
 ) -> list[SeededAccount]:
     rng = random.Random(seed)
     approved: set[tuple[str, str]] = set()
@@ -51,7 +51,9 @@ def seed_accounts(
         market = spec.markets[index % len(spec.markets)]
         underlying = spec.token(market.underlying)
         risky = spec.token(
-            rng.choice(sorted(s for s in market.liquidation_thresholds_bps if s != underlying.symbol))
+            rng.choice(
+                sorted(s for s in market.liquidation_thresholds_bps if s != underlying.symbol)
+            )
         )
         target_bps = _target_health_bps(rng)
         owner = roles.borrowers[index % len(roles.borrowers)].address

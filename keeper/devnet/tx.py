@@ -29,7 +29,9 @@ def connect(rpc_url: str) -> Web3:
 
 
 def contract_at(w3: Web3, artifact: str, address: str) -> Contract:
-    return w3.eth.contract(address=Web3.to_checksum_address(address), abi=load_artifact(artifact).abi)
+    return w3.eth.contract(
+        address=Web3.to_checksum_address(address), abi=load_artifact(artifact).abi
+    )
 
 
 def revert_reason(error: ContractLogicError) -> RevertReason:

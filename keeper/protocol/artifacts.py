@@ -34,4 +34,6 @@ def load_artifact(name: str) -> Artifact:
 
 def artifact_names() -> list[str]:
     folder = resources.files("keeper.protocol") / "artifacts"
-    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+    return sorted(
+        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
+    )

@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 from eth_abi import decode
-from eth_utils import function_signature_to_4byte_selector
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 
 from keeper.protocol.artifacts import artifact_names, load_artifact
 
@@ -69,5 +69,8 @@ def decode_revert(data: bytes | str) -> RevertReason:
     if known is None:
         return RevertReason("UnknownError", {"data": "0x" + raw.hex()})
     name, arg_names, arg_types = known
-    values = decode(list(arg_types), raw[4:])
+    values = [
+        to_checksum_address(value) if kind == "address" else value
+        for kind, value in zip(arg_types, decode(list(arg_types), raw[4:]), strict=True)
+    ]
     return RevertReason(name, dict(zip(arg_names, values, strict=True)))

@@ -62,12 +62,15 @@ def cumulative_index_at(rate: InterestRate, timestamp: int) -> int:
 
 
 def debt_at(account: CreditAccountState, index_ray: int, fee_interest_bps: int) -> Debt:
-    """`CreditManager.calcDebt` at the pool index `index_ray`."""
+    """`CreditManager.calcDebt` at the pool index `index_ray`: interest since the account's last
+    update is added to what it had accrued, and the fee on that new interest to its fees."""
     principal = account.principal
-    interest = (
-        account.accrued_interest + principal * index_ray // account.cumulative_index_ray - principal
+    new_interest = principal * index_ray // account.cumulative_index_ray - principal
+    return Debt(
+        principal,
+        account.accrued_interest + new_interest,
+        account.accrued_fees + new_interest * fee_interest_bps // PERCENTAGE_FACTOR,
     )
-    return Debt(principal, interest, interest * fee_interest_bps // PERCENTAGE_FACTOR)
 
 
 def checked_price(token: str, price: TokenPrice | None, timestamp: int) -> TokenPrice:

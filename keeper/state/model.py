@@ -59,4 +59,5 @@ class CreditAccountState:
     principal: int
     cumulative_index_ray: int
     accrued_interest: int
+    accrued_fees: int
     balances: Mapping[str, int] = field(default_factory=dict)

@@ -1,0 +1,30 @@
+"""Shared fixtures: one devnet (real anvil + reference protocol) per test session.
+
+Tests never depend on a chain left running: the session starts its own anvil on a free port and
+stops it at the end. Each test that changes the chain takes the `chain` fixture, which snapshots
+before the test and reverts after, so tests see the freshly deployed protocol and not each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from web3.types import RPCEndpoint
+
+from keeper.devnet.network import Devnet, running_devnet
+
+
+@pytest.fixture(scope="session")
+def devnet() -> Iterator[Devnet]:
+    with running_devnet(accounts=0) as net:
+        yield net
+
+
+@pytest.fixture
+def chain(devnet: Devnet) -> Iterator[Devnet]:
+    provider = devnet.w3.provider
+    snapshot = provider.make_request(RPCEndpoint("evm_snapshot"), [])["result"]
+    yield devnet
+    reverted = provider.make_request(RPCEndpoint("evm_revert"), [snapshot])["result"]
+    assert reverted, "evm_revert failed: later tests would see this test's state"
