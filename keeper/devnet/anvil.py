@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _START_TIMEOUT_S = 15.0

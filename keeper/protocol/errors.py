@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from eth_abi import decode
-from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from eth_abi.abi import decode
+from eth_utils.abi import function_signature_to_4byte_selector
+from eth_utils.address import to_checksum_address
 
 from keeper.protocol.artifacts import artifact_names, load_artifact
 

@@ -89,8 +89,10 @@ def convert(amount: int, price_from: TokenPrice, price_to: TokenPrice) -> int:
     scale_to = price_to.token_decimals + price_to.feed_decimals
     scale_from = price_from.token_decimals + price_from.feed_decimals
     if scale_to >= scale_from:
-        return amount * (price_from.answer * 10 ** (scale_to - scale_from)) // price_to.answer
-    return amount * price_from.answer // (price_to.answer * 10 ** (scale_from - scale_to))
+        scale_up: int = 10 ** (scale_to - scale_from)
+        return amount * (price_from.answer * scale_up) // price_to.answer
+    scale_down: int = 10 ** (scale_from - scale_to)
+    return amount * price_from.answer // (price_to.answer * scale_down)
 
 
 def collateral_value(

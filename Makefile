@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+# Tool versions are pinned: uv below, Python packages in uv.lock, node packages in package-lock.json.
+
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+RUN := $(UV) run --locked
+
+.PHONY: run test setup contracts lint typecheck unit clean
+
+run: setup ## local devnet: anvil + reference protocol + seeded accounts, until Ctrl-C
+	$(RUN) keeper devnet --accounts 20
+
+test: setup lint typecheck ## everything CI checks
+	$(RUN) pytest
+
+setup: node_modules/.installed .venv/.installed
+
+contracts: node_modules/.installed ## recompile contracts/src into keeper/protocol/artifacts
+	node contracts/build.mjs
+
+lint: setup
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: setup
+	$(RUN) mypy
+
+unit: setup ## the tests that need no chain
+	$(RUN) pytest tests/unit
+
+clean:
+	rm -rf .venv .tools node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis .devnet
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+.venv/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
