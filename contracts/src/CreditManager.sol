@@ -305,9 +305,11 @@ contract CreditManager {
         data.principal -= principalPaid;
         _emitDebt(creditAccount, data);
 
-        _sendFromAccount(creditAccount, address(pool), principalPaid + interestPaid);
         _sendFromAccount(creditAccount, treasury, feePaid);
-        pool.repay(creditAccount, principalPaid, interestPaid, 0);
+        if (principalPaid + interestPaid != 0) {
+            _sendFromAccount(creditAccount, address(pool), principalPaid + interestPaid);
+            pool.repay(creditAccount, principalPaid, interestPaid, 0);
+        }
         _requireHealthy(creditAccount);
     }
 
@@ -398,8 +400,9 @@ contract CreditManager {
     }
 
     /// @notice The split of a liquidation: the liquidator pays TV less the premium; the pool is
-    /// repaid first, then the treasury's interest fee and liquidation fee, then the owner gets the
-    /// rest. A shortfall of the pool's principal + interest is the loss.
+    /// repaid first (principal, then interest), then the treasury's fees, then the owner gets the
+    /// rest. `loss` is principal the pool does not get back: bad debt. Interest left unpaid is
+    /// income the pool never earned, not a loss, so the pool's books stay balanced.
     function calcLiquidationPayout(uint256 totalValue, uint256 principal, uint256 interest, uint256 fee)
         public
         view
@@ -417,7 +420,7 @@ contract CreditManager {
             payout.protocolFees = payout.amountPaid - owedToPool;
         } else {
             payout.repaidToPool = payout.amountPaid;
-            payout.loss = owedToPool - payout.amountPaid;
+            payout.loss = principal > payout.amountPaid ? principal - payout.amountPaid : 0;
         }
     }
 

@@ -99,8 +99,9 @@ contract LendingPool {
     }
 
     /// @notice Books a repayment whose funds the manager has already sent here: `principal` leaves
-    /// the borrowed total, `interest` is the income received, `loss` what the account owed the
-    /// pool (principal + interest) and did not pay.
+    /// the borrowed total, `interest` is the income received, `loss` the part of `principal` that
+    /// was not recovered. Afterwards, as before:
+    ///     totalDeposits + totalInterestEarned - totalLosses == availableLiquidity + totalBorrowed
     function repay(address creditAccount, uint256 principal, uint256 interest, uint256 loss)
         external
         onlyCreditManager

@@ -10,7 +10,8 @@ from keeper.state.model import Fees
 
 @dataclass(frozen=True, slots=True)
 class LiquidationPayout:
-    """`amount_paid` comes from the liquidator, who receives assets worth the total value."""
+    """`amount_paid` comes from the liquidator, who receives assets worth the total value.
+    `loss` is principal the pool does not get back (bad debt); unpaid interest is not a loss."""
 
     amount_paid: int
     repaid_to_pool: int
@@ -35,4 +36,4 @@ def liquidation_payout(total_value: int, debt: Debt, fees: Fees) -> LiquidationP
         )
     if amount_paid >= owed_to_pool:
         return LiquidationPayout(amount_paid, owed_to_pool, amount_paid - owed_to_pool, 0, 0)
-    return LiquidationPayout(amount_paid, amount_paid, 0, 0, owed_to_pool - amount_paid)
+    return LiquidationPayout(amount_paid, amount_paid, 0, 0, max(debt.principal - amount_paid, 0))

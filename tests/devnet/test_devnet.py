@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from web3 import Web3
 from web3.exceptions import ContractLogicError
 from web3.types import RPCEndpoint
 
@@ -46,7 +47,9 @@ def test_every_contract_has_code_and_multicall3_is_canonical(seeded: Devnet) -> 
     contracts = seeded.deployment.contracts
     assert contracts["Multicall3"] == MULTICALL3_ADDRESS
     for name, address in contracts.items():
-        assert len(seeded.w3.eth.get_code(address)) > 0, f"{name} at {address} has no code"
+        assert len(seeded.w3.eth.get_code(Web3.to_checksum_address(address))) > 0, (
+            f"{name} at {address} has no code"
+        )
     for market in ("USDC", "WETH"):
         assert f"CreditManager.{market}" in contracts
         assert f"LendingPool.{market}" in contracts
@@ -122,7 +125,7 @@ def test_manifest_round_trips_and_describes_the_chain(seeded: Devnet, tmp_path: 
     roles = loaded.roles
     for key in (roles.deployer, roles.keeper, roles.emergency_liquidator, *roles.borrowers):
         assert Account.from_key(key.private_key).address == key.address
-        assert seeded.w3.eth.get_balance(key.address) > 0
+        assert seeded.w3.eth.get_balance(Web3.to_checksum_address(key.address)) > 0
 
 
 def test_manifest_errors_say_what_to_do(tmp_path: Path) -> None:

@@ -39,38 +39,40 @@ def read_market(
     manager = deployment.contract(w3, f"CreditManager.{market_symbol}")
     pool = deployment.contract(w3, f"LendingPool.{market_symbol}")
     oracle = deployment.contract(w3, "PriceOracle")
-    at = {"block_identifier": block}
-    tokens = manager.functions.collateralTokens().call(**at)
-    thresholds = {t: manager.functions.liquidationThreshold(t).call(**at) for t in tokens}
+    tokens = manager.functions.collateralTokens().call(block_identifier=block)
+    thresholds = {
+        t: manager.functions.liquidationThreshold(t).call(block_identifier=block) for t in tokens
+    }
     prices = {}
     for token in tokens:
         feed, token_decimals, feed_decimals, staleness = oracle.functions.feedConfig(token).call(
-            **at
+            block_identifier=block
         )
         _, answer, _, updated_at, _ = (
-            contract_at(w3, "PriceFeed", feed).functions.latestRoundData().call(**at)
+            contract_at(w3, "PriceFeed", feed)
+            .functions.latestRoundData()
+            .call(block_identifier=block)
         )
         prices[token] = TokenPrice(answer, feed_decimals, token_decimals, updated_at, staleness)
     rate = InterestRate(
-        pool.functions.cumulativeIndexAtLastUpdate().call(**at),
-        pool.functions.lastUpdateTimestamp().call(**at),
-        pool.functions.interestRatePerSecond().call(**at),
+        pool.functions.cumulativeIndexAtLastUpdate().call(block_identifier=block),
+        pool.functions.lastUpdateTimestamp().call(block_identifier=block),
+        pool.functions.interestRatePerSecond().call(block_identifier=block),
     )
     fees = Fees(
-        manager.functions.feeInterest().call(**at),
-        manager.functions.liquidationFee().call(**at),
-        manager.functions.liquidationPremium().call(**at),
+        manager.functions.feeInterest().call(block_identifier=block),
+        manager.functions.liquidationFee().call(block_identifier=block),
+        manager.functions.liquidationPremium().call(block_identifier=block),
     )
-    underlying = manager.functions.underlying().call(**at)
+    underlying = manager.functions.underlying().call(block_identifier=block)
     return manager, Market(underlying, rate, fees, thresholds, prices)
 
 
 def read_account(manager: Contract, account: str, block: int) -> CreditAccountState:
-    at = {"block_identifier": block}
     owner, principal, index, interest, fees = manager.functions.creditAccountInfo(account).call(
-        **at
+        block_identifier=block
     )
-    tokens, amounts = manager.functions.balances(account).call(**at)
+    tokens, amounts = manager.functions.balances(account).call(block_identifier=block)
     return CreditAccountState(
         account, owner, principal, index, interest, fees, dict(zip(tokens, amounts, strict=True))
     )
@@ -78,19 +80,18 @@ def read_account(manager: Contract, account: str, block: int) -> CreditAccountSt
 
 def read_views(manager: Contract, account: str, block: int) -> ViewFigures:
     """The manager's computed views for `account` at `block`; a revert is captured, decoded."""
-    at = {"block_identifier": block}
     views = manager.functions
     try:
-        principal, interest, fee = views.calcDebt(account).call(**at)
-        total_value, weighted_value = views.calcTotalValue(account).call(**at)
+        principal, interest, fee = views.calcDebt(account).call(block_identifier=block)
+        total_value, weighted_value = views.calcTotalValue(account).call(block_identifier=block)
         return ViewFigures(
             principal=principal,
             interest=interest,
             fee=fee,
             total_value=total_value,
             weighted_value=weighted_value,
-            health_factor_wad=views.calcHealthFactor(account).call(**at),
-            is_liquidatable=views.isLiquidatable(account).call(**at),
+            health_factor_wad=views.calcHealthFactor(account).call(block_identifier=block),
+            is_liquidatable=views.isLiquidatable(account).call(block_identifier=block),
         )
     except ContractLogicError as error:
         return ViewFigures(revert=revert_reason(error))

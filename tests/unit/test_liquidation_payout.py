@@ -27,11 +27,18 @@ def test_fees_take_what_is_left_after_the_pool() -> None:
     assert payout.loss == 0
 
 
-def test_a_shortfall_of_the_pool_is_a_loss() -> None:
-    # TV 10,000: pays 9,600 against 9,900 + 200 owed to the pool: loss 500, no fees.
+def test_unpaid_interest_is_not_a_loss() -> None:
+    # TV 10,000: pays 9,600 against 9,500 + 200 owed: the principal is whole, 100 interest unpaid.
+    payout = liquidation_payout(10_000, Debt(9_500, 200, 20), FEES)
+    assert (payout.repaid_to_pool, payout.protocol_fees, payout.remaining_funds) == (9_600, 0, 0)
+    assert payout.loss == 0
+
+
+def test_unrecovered_principal_is_the_loss() -> None:
+    # TV 10,000: pays 9,600 against a principal of 9,900: 300 of bad debt, no fees.
     payout = liquidation_payout(10_000, Debt(9_900, 200, 20), FEES)
     assert (payout.repaid_to_pool, payout.protocol_fees, payout.remaining_funds) == (9_600, 0, 0)
-    assert payout.loss == 500
+    assert payout.loss == 300
 
 
 def test_every_unit_paid_is_accounted_for() -> None:
@@ -42,4 +49,4 @@ def test_every_unit_paid_is_accounted_for() -> None:
                 payout.repaid_to_pool + payout.protocol_fees + payout.remaining_funds
                 == payout.amount_paid
             )
-            assert payout.loss == debt.principal + debt.interest - payout.repaid_to_pool
+            assert payout.loss == max(debt.principal - payout.repaid_to_pool, 0)
