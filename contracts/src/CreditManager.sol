@@ -306,10 +306,7 @@ contract CreditManager {
         _emitDebt(creditAccount, data);
 
         _sendFromAccount(creditAccount, treasury, feePaid);
-        if (principalPaid + interestPaid != 0) {
-            _sendFromAccount(creditAccount, address(pool), principalPaid + interestPaid);
-            pool.repay(creditAccount, principalPaid, interestPaid, 0);
-        }
+        _repayPool(creditAccount, principalPaid, interestPaid);
         _requireHealthy(creditAccount);
     }
 
@@ -353,9 +350,8 @@ contract CreditManager {
         uint256 owed = principal + interest + fee;
         if (held < owed) underlying.safeTransferFrom(msg.sender, creditAccount, owed - held);
 
-        _sendFromAccount(creditAccount, address(pool), principal + interest);
         _sendFromAccount(creditAccount, treasury, fee);
-        pool.repay(creditAccount, principal, interest, 0);
+        _repayPool(creditAccount, principal, interest);
         address accountOwner = data.owner;
         _releaseAccount(creditAccount, to);
         emit CreditAccountClosed(creditAccount, accountOwner, to);
@@ -577,6 +573,13 @@ contract CreditManager {
     function _setBalance(address creditAccount, address token, uint256 balance) internal {
         _balances[creditAccount][token] = balance;
         emit BalanceUpdated(creditAccount, token, balance);
+    }
+
+    /// @dev Pays the pool from the account and books it; nothing at all when there is nothing to pay.
+    function _repayPool(address creditAccount, uint256 principal, uint256 interest) internal {
+        if (principal + interest == 0) return;
+        _sendFromAccount(creditAccount, address(pool), principal + interest);
+        pool.repay(creditAccount, principal, interest, 0);
     }
 
     function _sendFromAccount(address creditAccount, address to, uint256 amount) internal {
