@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from web3.types import RPCEndpoint
 
+from keeper.devnet.controls import reverted_after
 from keeper.devnet.network import Devnet, running_devnet
 
 
@@ -23,8 +23,5 @@ def devnet() -> Iterator[Devnet]:
 
 @pytest.fixture
 def chain(devnet: Devnet) -> Iterator[Devnet]:
-    provider = devnet.w3.provider
-    snapshot = provider.make_request(RPCEndpoint("evm_snapshot"), [])["result"]
-    yield devnet
-    reverted = provider.make_request(RPCEndpoint("evm_revert"), [snapshot])["result"]
-    assert reverted, "evm_revert failed: later tests would see this test's state"
+    with reverted_after(devnet.w3):
+        yield devnet

@@ -108,6 +108,11 @@ class AnvilNode:
         return f"ws://127.0.0.1:{self.port}"
 
     @property
+    def workdir(self) -> Path:
+        """Where this node keeps its cache, config and log; removed by `stop()`."""
+        return self._workdir
+
+    @property
     def pid(self) -> int:
         return self._process.pid
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from web3 import Web3
 from web3.types import RPCEndpoint
 
@@ -42,3 +45,18 @@ def advance_time(w3: Web3, seconds: int) -> None:
     """Moves chain time forward and mines a block at the new time."""
     w3.provider.make_request(RPCEndpoint("evm_increaseTime"), [seconds])
     w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+
+
+@contextmanager
+def reverted_after(w3: Web3) -> Iterator[None]:
+    """Undoes every chain change made inside the block: blocks, state and time (evm_snapshot,
+    then evm_revert; a snapshot id is good for one revert, so each block takes its own)."""
+    snapshot = w3.provider.make_request(RPCEndpoint("evm_snapshot"), [])["result"]
+    try:
+        yield
+    finally:
+        if (
+            w3.provider.make_request(RPCEndpoint("evm_revert"), [snapshot]).get("result")
+            is not True
+        ):
+            raise RuntimeError(f"evm_revert to snapshot {snapshot} failed: the chain keeps changes")

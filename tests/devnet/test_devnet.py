@@ -11,9 +11,8 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ContractLogicError
-from web3.types import RPCEndpoint
 
-from keeper.devnet.controls import advance_time, move_price, refresh_feeds
+from keeper.devnet.controls import advance_time, move_price, refresh_feeds, reverted_after
 from keeper.devnet.deploy import MULTICALL3_ADDRESS
 from keeper.devnet.manifest import Manifest, ManifestError
 from keeper.devnet.network import Devnet, running_devnet
@@ -32,10 +31,8 @@ def seeded() -> Iterator[Devnet]:
 
 @pytest.fixture
 def seeded_chain(seeded: Devnet) -> Iterator[Devnet]:
-    provider = seeded.w3.provider
-    snapshot = provider.make_request(RPCEndpoint("evm_snapshot"), [])["result"]
-    yield seeded
-    assert provider.make_request(RPCEndpoint("evm_revert"), [snapshot])["result"]
+    with reverted_after(seeded.w3):
+        yield seeded
 
 
 def _positions(views: list[AccountView]) -> dict[str, tuple[object, ...]]:
@@ -139,7 +136,7 @@ def test_manifest_errors_say_what_to_do(tmp_path: Path) -> None:
 
 def test_leaving_the_devnet_stops_anvil_and_removes_its_files() -> None:
     with running_devnet(accounts=0) as net:
-        pid, port, workdir = net.node.pid, net.node.port, net.node._workdir
+        pid, port, workdir = net.node.pid, net.node.port, net.node.workdir
         assert workdir.exists()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)

@@ -18,9 +18,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from web3.contract import Contract
 from web3.logs import DISCARD
-from web3.types import RPCEndpoint
 
-from keeper.devnet.controls import advance_time, refresh_feeds
+from keeper.devnet.controls import advance_time, refresh_feeds, reverted_after
 from keeper.devnet.network import Devnet
 from keeper.devnet.tx import TransactionRevertedError, contract_at, deploy, send
 from keeper.risk.health import AccountHealth, PriceUnavailableError, account_health
@@ -88,10 +87,6 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         second_jump_s=draw(st.sampled_from([0, 1, 3_600, 3 * 3_600 + 1, 30 * 24 * 3_600, YEAR])),
         refresh_after_second_jump=draw(st.booleans()),
     )
-
-
-def _rpc(devnet: Devnet, method: str, params: list[object]) -> object:
-    return devnet.w3.provider.make_request(RPCEndpoint(method), params)["result"]
 
 
 @dataclass(frozen=True)
@@ -200,8 +195,7 @@ def _math(
 @pytest.mark.chain
 @given(scenario=scenarios())
 def test_math_equals_views_at_every_block(devnet: Devnet, scenario: Scenario) -> None:
-    snapshot = _rpc(devnet, "evm_snapshot", [])
-    try:
+    with reverted_after(devnet.w3):
         account, blocks = _play(devnet, scenario)
         for block in blocks:
             manager, market = read_market(devnet.w3, devnet.deployment, scenario.market, block)
@@ -224,5 +218,3 @@ def test_math_equals_views_at_every_block(devnet: Devnet, scenario: Scenario) ->
             assert expected.is_liquidatable == views.is_liquidatable
             event("liquidatable" if expected.is_liquidatable else "healthy")
             event("debt with accrued fees" if state.accrued_fees else "no accrued fees")
-    finally:
-        assert _rpc(devnet, "evm_revert", [snapshot]) is True
