@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=600,
         help="seconds between feed re-publications (default: 600)",
     )
+    devnet.set_defaults(handler=_run_devnet)
     actions = devnet.add_subparsers(dest="devnet_action", metavar="ACTION")
     price = actions.add_parser(
         "price",
@@ -143,10 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     how.add_argument("--set", type=_positive_decimal, dest="usd", help="new price in USD")
     price.add_argument("--manifest", type=Path, default=argparse.SUPPRESS)
+    price.set_defaults(handler=_move_price)
     accounts = actions.add_parser(
         "accounts", help="list the running devnet's accounts by health factor"
     )
     accounts.add_argument("--manifest", type=Path, default=argparse.SUPPRESS)
+    accounts.set_defaults(handler=_list_accounts)
     return parser
 
 
@@ -247,13 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, _raise_keyboard_interrupt)
     try:
-        if args.command == "devnet":
-            if args.devnet_action == "price":
-                return _move_price(args)
-            if args.devnet_action == "accounts":
-                return _list_accounts(args)
-            return _run_devnet(args)
-        raise UsageError(f"unknown command {args.command}")
+        exit_code: int = args.handler(args)
+        return exit_code
     except (UsageError, ManifestError) as error:
         print(f"keeper: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -55,8 +55,6 @@ def reverted_after(w3: Web3) -> Iterator[None]:
     try:
         yield
     finally:
-        if (
-            w3.provider.make_request(RPCEndpoint("evm_revert"), [snapshot]).get("result")
-            is not True
-        ):
+        reverted = w3.provider.make_request(RPCEndpoint("evm_revert"), [snapshot]).get("result")
+        if reverted is not True:
             raise RuntimeError(f"evm_revert to snapshot {snapshot} failed: the chain keeps changes")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from web3 import Web3
 from web3.contract import Contract
 from web3.types import RPCEndpoint
 
 from keeper.devnet.anvil import DevKey
-from keeper.devnet.spec import ProtocolSpec
+from keeper.devnet.spec import MarketSpec, ProtocolSpec
 from keeper.devnet.tx import connect, contract_at, deploy, send
 from keeper.protocol.artifacts import load_artifact
 
@@ -45,7 +45,7 @@ class Deployment:
     contracts: dict[str, str]
     tokens: tuple[str, ...]
     markets: tuple[str, ...]
-    decimals: dict[str, int] = field(default_factory=dict)
+    decimals: dict[str, int]
 
     def address(self, name: str) -> str:
         try:
@@ -93,27 +93,18 @@ def deploy_protocol(rpc_url: str, spec: ProtocolSpec, roles: Roles) -> Deploymen
     contracts["OracleSwapAdapter"] = deploy(
         w3, "OracleSwapAdapter", admin, contracts["PriceOracle"], spec.dex_fee_bps
     )
-
-    deployment = Deployment(
-        chain_id=w3.eth.chain_id,
-        deploy_block=deploy_block,
-        contracts=contracts,
-        tokens=tuple(t.symbol for t in spec.tokens),
-        markets=tuple(m.underlying for m in spec.markets),
-        decimals={t.symbol: t.decimals for t in spec.tokens},
-    )
     for market in spec.markets:
-        _deploy_market(w3, deployment, spec, market.underlying, roles)
+        _deploy_market(w3, contracts, spec, market, roles)
 
     for token in spec.tokens:
-        minted = deployment.contract(w3, token.symbol)
+        minted = contract_at(w3, "TestToken", contracts[token.symbol])
         usd_unit = 10**token.decimals * 10**token.feed_decimals // token.price_answer
         send(
             w3,
             minted.functions.mint(contracts["OracleSwapAdapter"], _DEX_RESERVES_USD * usd_unit),
             admin,
         )
-        if token.symbol in deployment.markets:
+        if any(m.underlying == token.symbol for m in spec.markets):
             for liquidator in (roles.keeper, roles.emergency_liquidator, roles.competitor):
                 amount = _LIQUIDATOR_FUNDS_USD * usd_unit
                 send(w3, minted.functions.mint(liquidator.address, amount), admin)
@@ -123,49 +114,53 @@ def deploy_protocol(rpc_url: str, spec: ProtocolSpec, roles: Roles) -> Deploymen
         [MULTICALL3_ADDRESS, load_artifact("Multicall3").deployed_bytecode],
     )
     contracts["Multicall3"] = MULTICALL3_ADDRESS
-    return deployment
+    return Deployment(
+        chain_id=w3.eth.chain_id,
+        deploy_block=deploy_block,
+        contracts=contracts,
+        tokens=tuple(t.symbol for t in spec.tokens),
+        markets=tuple(m.underlying for m in spec.markets),
+        decimals={t.symbol: t.decimals for t in spec.tokens},
+    )
 
 
 def _deploy_market(
-    w3: Web3, deployment: Deployment, spec: ProtocolSpec, underlying: str, roles: Roles
+    w3: Web3, contracts: dict[str, str], spec: ProtocolSpec, market: MarketSpec, roles: Roles
 ) -> None:
-    market = next(m for m in spec.markets if m.underlying == underlying)
+    """Deploys and configures one pool + CreditManager, adding their addresses to `contracts`."""
     admin = roles.deployer.address
-    token = deployment.contract(w3, underlying)
-    pool_address = deploy(
-        w3, "LendingPool", admin, deployment.address(underlying), market.rate_per_second_ray
-    )
+    underlying = market.underlying
     thresholds = market.liquidation_thresholds_bps
+    pool_address = deploy(
+        w3, "LendingPool", admin, contracts[underlying], market.rate_per_second_ray
+    )
     manager_address = deploy(
         w3,
         "CreditManager",
         admin,
         pool_address,
-        deployment.address("PriceOracle"),
+        contracts["PriceOracle"],
         roles.treasury.address,
         thresholds[underlying],
         spec.fee_interest_bps,
         spec.liquidation_fee_bps,
         spec.liquidation_premium_bps,
     )
-    deployment.contracts[f"LendingPool.{underlying}"] = pool_address
-    deployment.contracts[f"CreditManager.{underlying}"] = manager_address
-    pool = deployment.contract(w3, f"LendingPool.{underlying}")
-    manager = deployment.contract(w3, f"CreditManager.{underlying}")
+    contracts[f"LendingPool.{underlying}"] = pool_address
+    contracts[f"CreditManager.{underlying}"] = manager_address
+    pool = contract_at(w3, "LendingPool", pool_address)
+    manager = contract_at(w3, "CreditManager", manager_address)
     send(w3, pool.functions.setCreditManager(manager_address), admin)
     for symbol, threshold in thresholds.items():
         if symbol != underlying:
-            send(
-                w3,
-                manager.functions.addCollateralToken(deployment.address(symbol), threshold),
-                admin,
-            )
-    send(w3, manager.functions.setAdapter(deployment.address("OracleSwapAdapter"), True), admin)
+            send(w3, manager.functions.addCollateralToken(contracts[symbol], threshold), admin)
+    send(w3, manager.functions.setAdapter(contracts["OracleSwapAdapter"], True), admin)
     send(
         w3,
         manager.functions.setEmergencyLiquidator(roles.emergency_liquidator.address, True),
         admin,
     )
+    token = contract_at(w3, "TestToken", contracts[underlying])
     liquidity = market.pool_liquidity * 10 ** spec.token(underlying).decimals
     send(w3, token.functions.mint(admin, liquidity), admin)
     send(w3, token.functions.approve(pool_address, liquidity), admin)

@@ -9,7 +9,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError
-from web3.types import TxReceipt
+from web3.types import TxParams, TxReceipt
 
 from keeper.protocol.artifacts import load_artifact
 from keeper.protocol.errors import RevertReason, decode_revert
@@ -41,28 +41,31 @@ def revert_reason(error: ContractLogicError) -> RevertReason:
     return decode_revert(data or "")
 
 
-def send(w3: Web3, call: ContractFunction, sender: ChecksumAddress | str) -> TxReceipt:
-    """Sends `call` from an unlocked account and waits for its receipt (anvil mines at once)."""
+def _transact(
+    w3: Web3, action: str, call: ContractFunction | ContractConstructor, sender: str
+) -> TxReceipt:
+    """Sends from an unlocked account and waits for the receipt (anvil mines at once); a revert,
+    at estimation or on chain, raises with its decoded reason."""
+    params: TxParams = {"from": Web3.to_checksum_address(sender)}
     try:
-        tx_hash = call.transact({"from": Web3.to_checksum_address(sender)})
+        tx_hash = call.transact(params)
     except ContractLogicError as error:
-        raise TransactionRevertedError(call.fn_name, revert_reason(error)) from None
+        raise TransactionRevertedError(action, revert_reason(error)) from None
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
     if receipt["status"] != 1:
-        raise TransactionRevertedError(call.fn_name, RevertReason("RevertedOnChain", {}))
+        raise TransactionRevertedError(action, RevertReason("RevertedOnChain", {}))
     return receipt
+
+
+def send(w3: Web3, call: ContractFunction, sender: ChecksumAddress | str) -> TxReceipt:
+    return _transact(w3, call.fn_name, call, sender)
 
 
 def deploy(w3: Web3, artifact: str, sender: str, *args: Any) -> ChecksumAddress:
     compiled = load_artifact(artifact)
     factory = w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
-    constructor: ContractConstructor = factory.constructor(*args)
-    try:
-        tx_hash = constructor.transact({"from": Web3.to_checksum_address(sender)})
-    except ContractLogicError as error:
-        raise TransactionRevertedError(f"deploy {artifact}", revert_reason(error)) from None
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
+    receipt = _transact(w3, f"deploy {artifact}", factory.constructor(*args), sender)
     address = receipt["contractAddress"]
-    if receipt["status"] != 1 or address is None:
-        raise TransactionRevertedError(f"deploy {artifact}", RevertReason("RevertedOnChain", {}))
+    if address is None:
+        raise TransactionRevertedError(f"deploy {artifact}", RevertReason("NoContractCreated", {}))
     return address

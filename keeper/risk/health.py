@@ -98,19 +98,24 @@ def convert(amount: int, price_from: TokenPrice, price_to: TokenPrice) -> int:
 def collateral_value(
     account: CreditAccountState, market: Market, timestamp: int
 ) -> CollateralValue:
-    """`CreditManager.calcTotalValue`: each token valued in the underlying, then weighted."""
+    """`CreditManager.calcTotalValue`: each token valued in the underlying, then weighted.
+
+    Prices are checked in the contract's order (the token's, then the underlying's on the first
+    conversion), so a refusal names the same token the contract's revert names."""
     total = weighted = 0
+    underlying_price: TokenPrice | None = None
     for token, balance in account.balances.items():
         if balance == 0:
             continue
         if token == market.underlying:
             value = balance
         else:
-            value = convert(
-                balance,
-                checked_price(token, market.prices.get(token), timestamp),
-                checked_price(market.underlying, market.prices.get(market.underlying), timestamp),
-            )
+            token_price = checked_price(token, market.prices.get(token), timestamp)
+            if underlying_price is None:
+                underlying_price = checked_price(
+                    market.underlying, market.prices.get(market.underlying), timestamp
+                )
+            value = convert(balance, token_price, underlying_price)
         total += value
         weighted += value * market.liquidation_thresholds_bps[token] // PERCENTAGE_FACTOR
     return CollateralValue(total, weighted)
