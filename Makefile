@@ -7,8 +7,8 @@ RUN := $(UV) run --locked
 
 .PHONY: run test setup contracts lint typecheck unit clean
 
-run: setup ## local devnet: anvil + reference protocol + seeded accounts, until Ctrl-C
-	$(RUN) keeper devnet --accounts 20
+run: setup ## devnet (anvil + protocol + 20 accounts) + the keeper daemon + a WETH crash, until Ctrl-C
+	$(RUN) keeper devnet --accounts 20 --keeper --crash WETH:-30%
 
 test: setup lint typecheck ## everything CI checks
 	$(RUN) pytest

@@ -1,0 +1,1 @@
+"""JSON-RPC access to the node: raw requests with retries, chunked log queries, new heads."""

@@ -1,0 +1,96 @@
+"""A keeper configuration for a running devnet, and the keeper as a child process.
+
+The devnet runs the real daemon (`keeper run --config …`) exactly as an operator would, in its own
+process; only the key travels by environment variable, never through the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from keeper.devnet.anvil import DevKey
+from keeper.devnet.manifest import Manifest
+
+KEY_ENV = "ASGARD_KEEPER_KEY"
+
+
+def keeper_config_toml(
+    manifest: Manifest,
+    *,
+    key_env: str = KEY_ENV,
+    use_websocket: bool = True,
+    poll_interval_s: float = 0.25,
+    inclusion_timeout_s: float = 6.0,
+    emergency: bool = False,
+) -> str:
+    """The TOML a keeper needs to watch every market of the devnet in `manifest`."""
+    deployment = manifest.deployment
+    managers = ", ".join(
+        f'"{deployment.address(f"CreditManager.{m}")}"' for m in deployment.markets
+    )
+    ws_line = f'ws_url = "{manifest.ws_url}"\n' if use_websocket else ""
+    return (
+        "# Generated for a local devnet by `keeper devnet`; see config/ for documented examples.\n"
+        "[chain]\n"
+        f"chain_id = {deployment.chain_id}\n"
+        f'rpc_url = "{manifest.rpc_url}"\n'
+        f"{ws_line}"
+        f"poll_interval_s = {poll_interval_s}\n"
+        "\n[protocol]\n"
+        f"credit_managers = [{managers}]\n"
+        f"deploy_block = {deployment.deploy_block}\n"
+        "\n[signer]\n"
+        f'private_key_env = "{key_env}"\n'
+        "\n[liquidation]\n"
+        f'native_token = "{deployment.address("WETH")}"\n'
+        'min_profit_usd = "1"\n'
+        f"emergency = {'true' if emergency else 'false'}\n"
+        f"inclusion_timeout_s = {inclusion_timeout_s}\n"
+    )
+
+
+class KeeperProcess:
+    """`keeper run` as a child process with its key in the environment; stopped by its pid."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        key: DevKey,
+        *,
+        key_env: str = KEY_ENV,
+        log_path: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        env = {**os.environ, key_env: key.private_key}
+        self._log = None if log_path is None else log_path.open("ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "keeper", "run", "--config", str(config_path), *extra_args],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT if self._log is not None else None,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def poll(self) -> int | None:
+        return self._process.poll()
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL after `timeout_s`; returns the exit code."""
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._log is not None:
+            self._log.close()
+        return self._process.returncode

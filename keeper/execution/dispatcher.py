@@ -1,0 +1,360 @@
+"""The one component that sends the signer's transactions: it owns the nonce and the fees.
+
+Everything the keeper sends goes through one task, one transaction at a time, because a node
+strands concurrent sends from one sender and because two writers of one nonce counter produce gaps
+and duplicates. The nonce is kept locally (the chain's pending count lags a fast sender) and
+re-read from the chain whenever the node says something the dispatcher does not recognise.
+
+A transaction not included within the inclusion timeout is replaced at the same nonce with fees
+bumped by at least the node's replacement minimum, up to the configured cap. Before a replacement
+the sender is asked whether the transaction is still wanted; if not, the nonce is spent on a
+zero-value transfer to itself instead, so a liquidation someone else already made cannot revert
+on chain at the keeper's expense.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from keeper.chain.rpc import RpcClient, RpcError, RpcTransportError
+from keeper.execution.errors import SendErrorKind, classify_send_error
+from keeper.execution.fees import DEFAULT_MIN_BUMP_BPS, Eip1559Fees, bumped_fees, initial_fees
+from keeper.execution.signer import Signer
+
+log = structlog.get_logger(__name__)
+
+_TRANSFER_GAS = 21_000
+_CHECK_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class TxRequest:
+    """A transaction to send; `key` names what it is for, and no two with one key are in flight."""
+
+    key: str
+    to: str
+    data: str
+    gas_limit: int
+
+
+class TxOutcome(enum.Enum):
+    INCLUDED = "included"
+    REVERTED = "reverted"  # mined with status 0: gas spent
+    CANCELLED = "cancelled"  # no longer wanted; the nonce went to a self-transfer
+    NOT_SENT = "not_sent"  # the node refused it; no gas spent
+    NONCE_TAKEN = "nonce_taken"  # another sender used the signer's nonce first
+
+
+@dataclass(frozen=True, slots=True)
+class TxResult:
+    request: TxRequest
+    outcome: TxOutcome
+    tx_hash: str | None = None
+    receipt: dict[str, Any] | None = None
+    error: SendErrorKind | None = None
+    detail: str = ""
+    replacements: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: TxRequest
+    nonce: int
+    fees: Eip1559Fees
+    hashes: list[str]
+    sent_at: float
+    future: asyncio.Future[TxResult]
+    cancelling: bool = False
+    cancel_hashes: set[str] = field(default_factory=set)
+    replacements: int = 0
+
+
+@dataclass(slots=True)
+class _Queued:
+    request: TxRequest
+    future: asyncio.Future[TxResult]
+    retries: int = 0
+
+
+StillWanted = Callable[[TxRequest], Awaitable[bool]]
+
+
+@dataclass(slots=True)
+class DispatcherStats:
+    sent: int = 0
+    replacements: int = 0
+    nonce_resyncs: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        rpc: RpcClient,
+        signer: Signer,
+        chain_id: int,
+        *,
+        priority_fee_wei: int,
+        max_fee_wei: int,
+        inclusion_timeout_s: float,
+        min_bump_bps: int = DEFAULT_MIN_BUMP_BPS,
+        still_wanted: StillWanted | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rpc = rpc
+        self._signer = signer
+        self._chain_id = chain_id
+        self._priority_fee_wei = priority_fee_wei
+        self._max_fee_wei = max_fee_wei
+        self._inclusion_timeout_s = inclusion_timeout_s
+        self._min_bump_bps = min_bump_bps
+        self._still_wanted = still_wanted
+        self._clock = clock
+        self._queue: list[_Queued] = []
+        self._pending: dict[int, _Pending] = {}
+        self._keys: set[str] = set()
+        self._wake = asyncio.Event()
+        self._next_nonce: int | None = None
+        self._base_fee_wei = 0
+        self.stats = DispatcherStats()
+
+    # ------------------------------------------------------------------ interface
+
+    def in_flight(self, key: str) -> bool:
+        return key in self._keys
+
+    def submit(self, request: TxRequest) -> asyncio.Future[TxResult]:
+        """Queues `request`; the future resolves when it is mined, refused or cancelled."""
+        if request.key in self._keys:
+            raise ValueError(f"{request.key} is already in flight")
+        future: asyncio.Future[TxResult] = asyncio.get_running_loop().create_future()
+        self._keys.add(request.key)
+        self._queue.append(_Queued(request, future))
+        self._wake.set()
+        return future
+
+    def observe_base_fee(self, base_fee_wei: int) -> None:
+        """The latest block's base fee: the floor of every fee the dispatcher offers."""
+        self._base_fee_wei = base_fee_wei
+        self._wake.set()
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    async def run(self) -> None:
+        """Sends and follows transactions until cancelled."""
+        await self._sync_nonce("start")
+        while True:
+            while self._queue:
+                await self._send_new(self._queue.pop(0))
+            if self._pending:
+                await self._follow_pending()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), _CHECK_INTERVAL_S)
+
+    # ------------------------------------------------------------------ sending
+
+    async def _sync_nonce(self, reason: str) -> None:
+        count = await self._rpc.request(
+            "eth_getTransactionCount", [self._signer.address, "pending"]
+        )
+        latest = int(count, 16)
+        if self._pending:
+            latest = max(latest, max(self._pending) + 1)
+        if self._next_nonce is not None:
+            self.stats.nonce_resyncs += 1
+        log.info("dispatcher.nonce_synced", nonce=latest, reason=reason, was=self._next_nonce)
+        self._next_nonce = latest
+
+    def _transaction(self, nonce: int, to: str, data: str, gas: int, fees: Eip1559Fees) -> Any:
+        return {
+            "type": 2,
+            "chainId": self._chain_id,
+            "nonce": nonce,
+            "to": to,
+            "data": data,
+            "value": 0,
+            "gas": gas,
+            "maxFeePerGas": fees.max_fee_per_gas,
+            "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
+        }
+
+    async def _broadcast(self, tx: Any) -> tuple[str, SendErrorKind | None, str]:
+        """Signs and sends; returns (hash, error kind or None, node's message)."""
+        signed = self._signer.sign_transaction(tx)
+        try:
+            await self._rpc.request("eth_sendRawTransaction", [signed.raw_transaction])
+        except RpcError as error:
+            kind = classify_send_error(error.message, error.code)
+            self.stats.errors[kind.value] = self.stats.errors.get(kind.value, 0) + 1
+            if kind is SendErrorKind.ALREADY_KNOWN:
+                return signed.hash, None, ""
+            return signed.hash, kind, error.message
+        except RpcTransportError as error:
+            # The node may or may not have it; the hash is known, so following it settles it.
+            log.warning("dispatcher.send_unconfirmed", tx_hash=signed.hash, error=str(error))
+        return signed.hash, None, ""
+
+    async def _send_new(self, queued: _Queued) -> None:
+        if self._next_nonce is None:
+            await self._sync_nonce("start")
+        assert self._next_nonce is not None
+        request = queued.request
+        nonce = self._next_nonce
+        fees = initial_fees(
+            self._base_fee_wei, self._priority_fee_wei, max_fee_cap=self._max_fee_wei
+        )
+        tx = self._transaction(nonce, request.to, request.data, request.gas_limit, fees)
+        tx_hash, kind, message = await self._broadcast(tx)
+        if kind is None:
+            self._next_nonce = nonce + 1
+            self.stats.sent += 1
+            self._pending[nonce] = _Pending(
+                request, nonce, fees, [tx_hash], self._clock(), queued.future
+            )
+            log.info(
+                "dispatcher.sent",
+                key=request.key,
+                nonce=nonce,
+                tx_hash=tx_hash,
+                max_fee_per_gas=fees.max_fee_per_gas,
+                max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
+            )
+            return
+        retryable = kind in (
+            SendErrorKind.NONCE_TOO_LOW,
+            SendErrorKind.NONCE_TOO_HIGH,
+            SendErrorKind.REPLACEMENT_UNDERPRICED,
+            SendErrorKind.FEE_TOO_LOW,
+            SendErrorKind.UNKNOWN,
+        )
+        if kind is not SendErrorKind.FEE_TOO_LOW:
+            await self._sync_nonce(kind.value)
+        else:
+            await self._refresh_base_fee()
+        if retryable and queued.retries < 2:
+            queued.retries += 1
+            log.info("dispatcher.retry", key=request.key, error=kind.value, detail=message)
+            self._queue.insert(0, queued)
+            return
+        self._finish(
+            queued.future, TxResult(request, TxOutcome.NOT_SENT, error=kind, detail=message)
+        )
+
+    async def _refresh_base_fee(self) -> None:
+        block = await self._rpc.request("eth_getBlockByNumber", ["latest", False])
+        self._base_fee_wei = int(block.get("baseFeePerGas", "0x0"), 16)
+
+    def _finish(self, future: asyncio.Future[TxResult], result: TxResult) -> None:
+        self._keys.discard(result.request.key)
+        if not future.done():
+            future.set_result(result)
+
+    # ------------------------------------------------------------------ following
+
+    async def _follow_pending(self) -> None:
+        mined_nonce: int | None = None
+        for nonce in sorted(self._pending):
+            pending = self._pending[nonce]
+            receipt, tx_hash = await self._receipt(pending)
+            if receipt is not None:
+                self._settle(pending, receipt, tx_hash)
+                continue
+            if self._clock() - pending.sent_at < self._inclusion_timeout_s:
+                continue
+            if mined_nonce is None:
+                count = await self._rpc.request(
+                    "eth_getTransactionCount", [self._signer.address, "latest"]
+                )
+                mined_nonce = int(count, 16)
+            if nonce < mined_nonce:
+                # The nonce is spent, by none of our hashes: someone else used the key.
+                del self._pending[nonce]
+                log.error("dispatcher.nonce_taken", key=pending.request.key, nonce=nonce)
+                self._finish(
+                    pending.future,
+                    TxResult(pending.request, TxOutcome.NONCE_TAKEN, detail="nonce used elsewhere"),
+                )
+                continue
+            await self._replace(pending)
+
+    async def _receipt(self, pending: _Pending) -> tuple[dict[str, Any] | None, str | None]:
+        for tx_hash in reversed(pending.hashes):
+            receipt = await self._rpc.request("eth_getTransactionReceipt", [tx_hash])
+            if receipt is not None:
+                return receipt, tx_hash
+        return None, None
+
+    def _settle(self, pending: _Pending, receipt: dict[str, Any], tx_hash: str | None) -> None:
+        del self._pending[pending.nonce]
+        if tx_hash in pending.cancel_hashes:
+            outcome = TxOutcome.CANCELLED
+        elif int(receipt["status"], 16) == 1:
+            outcome = TxOutcome.INCLUDED
+        else:
+            outcome = TxOutcome.REVERTED
+        self._finish(
+            pending.future,
+            TxResult(
+                pending.request,
+                outcome,
+                tx_hash=tx_hash,
+                receipt=receipt,
+                replacements=pending.replacements,
+            ),
+        )
+
+    async def _replace(self, pending: _Pending) -> None:
+        fees = bumped_fees(
+            pending.fees,
+            self._base_fee_wei,
+            min_bump_bps=self._min_bump_bps,
+            max_fee_cap=self._max_fee_wei,
+        )
+        if fees is None:
+            log.warning(
+                "dispatcher.fee_cap_reached",
+                key=pending.request.key,
+                nonce=pending.nonce,
+                max_fee_per_gas=pending.fees.max_fee_per_gas,
+                cap=self._max_fee_wei,
+            )
+            pending.sent_at = self._clock()
+            return
+        if not pending.cancelling and self._still_wanted is not None:
+            pending.cancelling = not await self._still_wanted(pending.request)
+        if pending.cancelling:
+            tx = self._transaction(pending.nonce, self._signer.address, "0x", _TRANSFER_GAS, fees)
+        else:
+            request = pending.request
+            tx = self._transaction(pending.nonce, request.to, request.data, request.gas_limit, fees)
+        tx_hash, kind, message = await self._broadcast(tx)
+        pending.sent_at = self._clock()
+        # Even a refused replacement raises the floor of the next one.
+        pending.fees = fees
+        if kind is None:
+            pending.hashes.append(tx_hash)
+            if pending.cancelling:
+                pending.cancel_hashes.add(tx_hash)
+            pending.replacements += 1
+            self.stats.replacements += 1
+        log.info(
+            "dispatcher.replaced" if kind is None else "dispatcher.replacement_refused",
+            key=pending.request.key,
+            nonce=pending.nonce,
+            tx_hash=tx_hash,
+            cancel=pending.cancelling,
+            max_fee_per_gas=fees.max_fee_per_gas,
+            error=None if kind is None else kind.value,
+            detail=message or None,
+        )

@@ -1,0 +1,384 @@
+"""From "this account is below 1" to a liquidation handed to the dispatcher.
+
+For each candidate: may this signer liquidate it now (pause, emergency role)? Does the liquidation
+still succeed against the latest block (`eth_call`)? Is it worth its gas, or is the keeper in
+emergency mode? Can the signer pay the debt and the gas? Only then is a transaction queued, and
+never twice for one account while one is in flight. Every decision not to liquidate is logged
+once per account and reason, so an operator sees why an account below 1 is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import structlog
+
+from keeper.chain.heads import Head
+from keeper.chain.rpc import RpcClient, RpcError
+from keeper.config import LiquidationConfig
+from keeper.execution.decide import decide_liquidation, gas_cost_in_underlying
+from keeper.execution.dispatcher import Dispatcher, TxOutcome, TxRequest, TxResult
+from keeper.execution.fees import initial_fees
+from keeper.protocol.calls import (
+    Call,
+    CallRevertedError,
+    eth_call,
+    manager_call,
+    multicall,
+    multicall_call,
+    token_call,
+)
+from keeper.protocol.errors import RevertReason, decode_revert
+from keeper.risk.health import PriceUnavailableError, checked_price
+from keeper.risk.liquidation import liquidation_payout
+from keeper.risk.monitor import Candidate
+from keeper.state.store import ProtocolState
+
+log = structlog.get_logger(__name__)
+
+MAX_UINT256 = 2**256 - 1
+_APPROVAL_FLOOR = 2**255
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    can_liquidate: bool
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Simulation:
+    gas_estimate: int | None
+    revert: RevertReason | None
+
+
+class Liquidator:
+    def __init__(
+        self,
+        rpc: RpcClient,
+        state: ProtocolState,
+        dispatcher: Dispatcher,
+        signer_address: str,
+        config: LiquidationConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rpc = rpc
+        self._state = state
+        self._dispatcher = dispatcher
+        self._signer = signer_address
+        self._config = config
+        self._clock = clock
+        self._failures: dict[str, int] = {}
+        self._skip_until: dict[str, float] = {}
+        self._reserved: dict[str, tuple[str, int, int]] = {}  # account -> (token, amount, gas wei)
+        self._last_refusal: dict[str, str] = {}
+        self._announced: dict[str, Permission] = {}
+
+    # ------------------------------------------------------------------ permissions
+
+    def permission(self, manager: str) -> Permission:
+        market = self._state.markets[manager]
+        emergency = self._signer in market.emergency_liquidators
+        if not market.paused:
+            return Permission(True, "protocol active: anyone may liquidate")
+        if emergency:
+            return Permission(True, "protocol paused: liquidating as an emergency liquidator")
+        return Permission(
+            False,
+            "protocol paused and the signer is not an emergency liquidator: "
+            "no liquidation is possible until the protocol is unpaused",
+        )
+
+    def announce_permissions(self) -> None:
+        """Logs, per market, what the signer can do, whenever that changes."""
+        for manager, market in self._state.markets.items():
+            permission = self.permission(manager)
+            if self._announced.get(manager) == permission:
+                continue
+            self._announced[manager] = permission
+            log.log(
+                20 if permission.can_liquidate else 30,
+                "keeper.permissions",
+                manager=manager,
+                paused=market.paused,
+                emergency_liquidator=self._signer in market.emergency_liquidators,
+                can_liquidate=permission.can_liquidate,
+                detail=permission.why,
+            )
+
+    # ------------------------------------------------------------------ funding
+
+    async def ensure_approvals(self) -> None:
+        """Lets each CreditManager pull the underlying from the signer (once, for good)."""
+        markets = list(self._state.markets.values())
+        allowances = await multicall(
+            self._rpc,
+            [token_call(m.underlying, "allowance", self._signer, m.manager) for m in markets],
+        )
+        for market, allowance in zip(markets, allowances, strict=True):
+            if allowance.outputs is not None and allowance.outputs[0] >= _APPROVAL_FLOOR:
+                continue
+            approve = token_call(market.underlying, "approve", market.manager, MAX_UINT256)
+            gas = await self._estimate_gas(approve)
+            result = await self._dispatcher.submit(
+                TxRequest(f"approve:{market.manager}", approve.target, approve.data, gas)
+            )
+            if result.outcome is not TxOutcome.INCLUDED:
+                raise RuntimeError(
+                    f"approving {market.manager} to pull {market.underlying} failed: "
+                    f"{result.outcome.value} {result.detail}"
+                )
+            log.info("keeper.approved", manager=market.manager, token=market.underlying)
+
+    async def _balances(self, tokens: Sequence[str]) -> tuple[int, dict[str, int]]:
+        calls = [multicall_call("getEthBalance", self._signer)]
+        calls += [token_call(token, "balanceOf", self._signer) for token in tokens]
+        results = await multicall(self._rpc, calls)
+        values = [r.outputs[0] if r.outputs is not None else 0 for r in results]
+        return values[0], dict(zip(tokens, values[1:], strict=True))
+
+    # ------------------------------------------------------------------ liquidating
+
+    async def handle(self, candidates: Sequence[Candidate], head: Head) -> int:
+        """Queues a liquidation for every candidate that passes every check; returns how many."""
+        now = self._clock()
+        eligible = []
+        for candidate in sorted(candidates, key=lambda c: c.health.health_factor_wad):
+            if self._dispatcher.in_flight(_key(candidate.account)):
+                continue
+            if self._skip_until.get(candidate.account, 0) > now:
+                continue
+            if not self.permission(candidate.manager).can_liquidate:
+                self._refuse(candidate, "paused_not_emergency_liquidator")
+                continue
+            eligible.append(candidate)
+        if not eligible:
+            return 0
+        underlyings = sorted({self._state.markets[c.manager].underlying for c in eligible})
+        gas_balance, token_balances = await self._balances(underlyings)
+        simulations = await asyncio.gather(*(self._simulate(c) for c in eligible))
+        for token, amount, gas_wei in self._reserved.values():
+            token_balances[token] = token_balances.get(token, 0) - amount
+            gas_balance -= gas_wei
+        queued = 0
+        for candidate, simulation in zip(eligible, simulations, strict=True):
+            if simulation.revert is not None or simulation.gas_estimate is None:
+                self._refuse(candidate, "simulation_reverted", revert=str(simulation.revert))
+                self._record_failure(candidate.account)
+                continue
+            planned = self._plan(candidate, simulation.gas_estimate, head)
+            if planned is None:
+                continue
+            request, amount_paid, max_gas_wei = planned
+            underlying = self._state.markets[candidate.manager].underlying
+            if token_balances[underlying] < amount_paid:
+                self._refuse(
+                    candidate,
+                    "insufficient_underlying",
+                    needed=amount_paid,
+                    available=token_balances[underlying],
+                )
+                continue
+            if gas_balance < max_gas_wei:
+                self._refuse(
+                    candidate, "insufficient_gas", needed=max_gas_wei, available=gas_balance
+                )
+                continue
+            token_balances[underlying] -= amount_paid
+            gas_balance -= max_gas_wei
+            self._reserved[candidate.account] = (underlying, amount_paid, max_gas_wei)
+            future = self._dispatcher.submit(request)
+            future.add_done_callback(self._on_result)
+            queued += 1
+        return queued
+
+    def _plan(
+        self, candidate: Candidate, gas_estimate: int, head: Head
+    ) -> tuple[TxRequest, int, int] | None:
+        """The transaction and what it costs, or None (logged) when it is not worth sending."""
+        market = self._state.markets[candidate.manager]
+        prices = self._state.prices[market.oracle]
+        health = candidate.health
+        payout = liquidation_payout(health.value.total_value, health.debt, market.fees)
+        premium = payout.premium(health.value.total_value)
+        gas_limit = gas_estimate * (10_000 + self._config.gas_limit_margin_bps) // 10_000
+        fees = initial_fees(
+            head.base_fee_per_gas,
+            self._config.priority_fee_wei,
+            max_fee_cap=self._config.max_fee_wei,
+        )
+        expected_gas_wei = gas_estimate * min(
+            fees.max_fee_per_gas, head.base_fee_per_gas + fees.max_priority_fee_per_gas
+        )
+        try:
+            underlying_price = checked_price(
+                market.underlying, prices.get(market.underlying), candidate.timestamp
+            )
+            native_price = checked_price(
+                self._config.native_token,
+                prices.get(self._config.native_token),
+                candidate.timestamp,
+            )
+        except PriceUnavailableError as error:
+            if not self._config.emergency:
+                self._refuse(candidate, "gas_unpriced", detail=str(error))
+                return None
+            gas_cost = min_profit = 0
+        else:
+            gas_cost = gas_cost_in_underlying(expected_gas_wei, native_price, underlying_price)
+            min_profit = _usd_in_units(
+                self._config.min_profit_usd,
+                underlying_price.answer,
+                underlying_price.feed_decimals,
+                underlying_price.token_decimals,
+            )
+        decision = decide_liquidation(
+            premium=premium,
+            gas_cost=gas_cost,
+            min_profit=min_profit,
+            emergency=self._config.emergency,
+        )
+        if not decision.liquidate:
+            self._refuse(
+                candidate,
+                decision.reason,
+                premium=premium,
+                gas_cost=gas_cost,
+                min_profit=min_profit,
+            )
+            return None
+        liquidate = manager_call(
+            candidate.manager, "liquidateCreditAccount", candidate.account, self._signer
+        )
+        log.info(
+            "liquidation.decided",
+            manager=candidate.manager,
+            account=candidate.account,
+            health_factor=_ratio(health.health_factor_wad),
+            total_value=health.value.total_value,
+            amount_paid=payout.amount_paid,
+            premium=premium,
+            gas_cost=gas_cost,
+            expected_profit=decision.expected_profit,
+            reason=decision.reason,
+            block=head.number,
+        )
+        self._last_refusal.pop(candidate.account, None)
+        request = TxRequest(_key(candidate.account), liquidate.target, liquidate.data, gas_limit)
+        return request, payout.amount_paid, gas_limit * fees.max_fee_per_gas
+
+    async def _simulate(self, candidate: Candidate) -> _Simulation:
+        """`eth_call` of the liquidation against the latest block, and its gas estimate."""
+        call = manager_call(
+            candidate.manager, "liquidateCreditAccount", candidate.account, self._signer
+        )
+        try:
+            _, gas = await asyncio.gather(
+                eth_call(self._rpc, call, sender=self._signer), self._estimate_gas(call)
+            )
+        except CallRevertedError as error:
+            return _Simulation(None, error.reason)
+        except RpcError as error:
+            return _Simulation(None, decode_revert(error.data or ""))
+        return _Simulation(gas, None)
+
+    async def still_wanted(self, request: TxRequest) -> bool:
+        """Asked by the dispatcher before replacing a stuck transaction: does it still succeed?"""
+        if not request.key.startswith("liquidate:"):
+            return True
+        try:
+            await self._rpc.request(
+                "eth_call",
+                [{"from": self._signer, "to": request.to, "data": request.data}, "latest"],
+            )
+        except RpcError as error:
+            log.info(
+                "liquidation.no_longer_needed",
+                key=request.key,
+                revert=str(decode_revert(error.data or "")),
+            )
+            return False
+        return True
+
+    async def _estimate_gas(self, call: Call) -> int:
+        estimate = await self._rpc.request(
+            "eth_estimateGas", [{"from": self._signer, "to": call.target, "data": call.data}]
+        )
+        return int(estimate, 16)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _on_result(self, future: asyncio.Future[TxResult]) -> None:
+        result = future.result()
+        account = result.request.key.removeprefix("liquidate:")
+        self._reserved.pop(account, None)
+        receipt = result.receipt or {}
+        fields = {
+            "account": account,
+            "outcome": result.outcome.value,
+            "tx_hash": result.tx_hash,
+            "replacements": result.replacements,
+            "block": int(receipt["blockNumber"], 16) if "blockNumber" in receipt else None,
+            "gas_used": int(receipt["gasUsed"], 16) if "gasUsed" in receipt else None,
+        }
+        if result.outcome is TxOutcome.INCLUDED:
+            self._failures.pop(account, None)
+            log.info("liquidation.included", **fields)
+        elif result.outcome is TxOutcome.CANCELLED:
+            log.info("liquidation.cancelled", **fields)
+        else:
+            error = None if result.error is None else result.error.value
+            log.error("liquidation.failed", error=error, detail=result.detail, **fields)
+            self._record_failure(account)
+
+    def _record_failure(self, account: str) -> None:
+        failures = self._failures.get(account, 0) + 1
+        self._failures[account] = failures
+        if failures >= self._config.max_failures:
+            self._failures.pop(account)
+            self._skip_until[account] = self._clock() + self._config.failure_cooldown_s
+            log.warning(
+                "liquidation.skip_listed",
+                account=account,
+                failures=failures,
+                cooldown_s=self._config.failure_cooldown_s,
+            )
+
+    def skip_list_size(self) -> int:
+        now = self._clock()
+        return sum(1 for until in self._skip_until.values() if until > now)
+
+    def _refuse(self, candidate: Candidate, reason: str, **detail: object) -> None:
+        """Logs a decision not to liquidate, once per account until the reason changes."""
+        if self._last_refusal.get(candidate.account) == reason:
+            return
+        self._last_refusal[candidate.account] = reason
+        log.warning(
+            "liquidation.refused",
+            manager=candidate.manager,
+            account=candidate.account,
+            health_factor=_ratio(candidate.health.health_factor_wad),
+            reason=reason,
+            **detail,
+        )
+
+
+def _key(account: str) -> str:
+    return f"liquidate:{account}"
+
+
+def _ratio(wad: int) -> str:
+    """A WAD health factor for people: 0.9731 (exact to 4 places, never rounded up to 1)."""
+    return str(Decimal(wad // 10**14) / 10_000)
+
+
+def _usd_in_units(usd: Decimal, answer: int, feed_decimals: int, token_decimals: int) -> int:
+    """`usd` in a token's smallest units at its feed answer, rounded up."""
+    numerator, denominator = usd.as_integer_ratio()
+    scaled: int = numerator * 10 ** (token_decimals + feed_decimals)
+    return -(-scaled // (denominator * answer))

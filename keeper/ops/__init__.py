@@ -1,0 +1,1 @@
+"""Observing the keeper: logging (and, later, metrics and health endpoints)."""
