@@ -17,7 +17,7 @@ import structlog
 
 from keeper.chain.heads import Head, HeadFollower, latest_head
 from keeper.chain.logs import LogFetcher
-from keeper.chain.rpc import RpcClient
+from keeper.chain.rpc import RpcClient, RpcTransportError
 from keeper.config import ConfigError, KeeperConfig
 from keeper.execution.dispatcher import Dispatcher, TxRequest
 from keeper.execution.liquidator import Liquidator
@@ -123,7 +123,11 @@ class Keeper:
                 if new_head.number <= self.progress.last_block:
                     continue
                 dispatcher.observe_base_fee(new_head.base_fee_per_gas)
-                await self._on_head(pipeline, new_head)
+                try:
+                    await self._on_head(pipeline, new_head)
+                except RpcTransportError as error:
+                    # Nothing was applied: the next head's handler covers this block again.
+                    log.warning("keeper.block_failed", block=new_head.number, error=str(error))
         finally:
             dispatcher_task.cancel()
             await asyncio.gather(dispatcher_task, return_exceptions=True)

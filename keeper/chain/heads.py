@@ -88,8 +88,9 @@ class HeadFollower:
 
     Heads come in strictly increasing block number, never the same number twice. Numbers are
     skipped when several blocks arrive between two reads, so a consumer must process the whole
-    range after the last head it saw, not just the new block. A reorg to a chain no longer than
-    the old one shows up at the next higher head, as a parent_hash the consumer has not seen.
+    range after the last head it saw, not just the new block. A block replacing one at a height
+    already yielded is not yielded: a reorg shows up at the next higher head, as a parent_hash
+    the consumer has not seen.
 
     With `ws_url`, heads come from a newHeads subscription. When the socket cannot connect or
     drops, the follower logs a warning, polls eth_getBlockByNumber("latest") over HTTP every

@@ -99,8 +99,8 @@ class LogFetcher:
             self._note_success()
             if on_progress is not None:
                 on_progress(end, to_block)
-        # Nodes answer each query in chain order; sorting is the guarantee across chunks and
-        # costs one linear pass when the order is already right.
+        # Chunks go in block order and nodes answer each in chain order, but the JSON-RPC spec
+        # promises no order; the sort costs one linear pass when all is in order already.
         logs.sort(key=_chain_position)
         return logs
 

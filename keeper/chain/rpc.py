@@ -30,9 +30,9 @@ _log = structlog.get_logger(__name__)
 
 # The first retry waits about this long (plus as much jitter); each further one twice as long.
 _FIRST_BACKOFF_S = 0.1
-# HTTP statuses worth another attempt; any other non-2xx status is a setup problem (wrong URL,
-# bad API key) that waiting does not fix.
-_RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# HTTP statuses worth another attempt besides 5xx; any other non-2xx status is a setup problem
+# (wrong URL, bad API key) that waiting does not fix.
+_RETRYABLE_CLIENT_STATUSES = frozenset({408, 425, 429})
 # How providers word a throttled request (matched lowercase). The code alone is not enough:
 # -32005 ("limit exceeded", EIP-1474) also means "query returned more than 10000 results", which
 # the log fetcher answers by splitting the range, not by waiting.
@@ -138,7 +138,7 @@ class RpcClient:
         try:
             response = await self._provider.make_request(RPCEndpoint(method), params)
         except aiohttp.ClientResponseError as error:
-            if error.status in _RETRYABLE_HTTP_STATUSES or error.status >= 500:
+            if error.status >= 500 or error.status in _RETRYABLE_CLIENT_STATUSES:
                 raise _TransientError(f"HTTP {error.status}") from None
             raise RpcTransportError(
                 f"{method} to {redact_url(self._url)} failed: HTTP {error.status}"

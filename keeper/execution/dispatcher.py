@@ -32,6 +32,18 @@ from keeper.execution.signer import Signer
 log = structlog.get_logger(__name__)
 
 _TRANSFER_GAS = 21_000
+_MAX_RETRIES = 2
+# Errors after which the local nonce may be wrong: re-read it from the chain.
+_NONCE_SUSPECT = frozenset(
+    {
+        SendErrorKind.NONCE_TOO_LOW,
+        SendErrorKind.NONCE_TOO_HIGH,
+        SendErrorKind.REPLACEMENT_UNDERPRICED,
+        SendErrorKind.UNKNOWN,
+    }
+)
+# Errors a fresh nonce or base fee can cure; the others (funds, revert, gas limit) cannot.
+_RETRYABLE = _NONCE_SUSPECT | {SendErrorKind.FEE_TOO_LOW}
 _CHECK_INTERVAL_S = 0.25
 
 
@@ -154,10 +166,15 @@ class Dispatcher:
         """Sends and follows transactions until cancelled."""
         await self._sync_nonce("start")
         while True:
-            while self._queue:
-                await self._send_new(self._queue.pop(0))
-            if self._pending:
-                await self._follow_pending()
+            try:
+                while self._queue:
+                    await self._send_new(self._queue[0])
+                if self._pending:
+                    await self._follow_pending()
+            except RpcTransportError as error:
+                # The node is unreachable; queued and pending work stays and is retried.
+                log.warning("dispatcher.node_unreachable", error=str(error))
+                await asyncio.sleep(1.0)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), _CHECK_INTERVAL_S)
@@ -216,7 +233,11 @@ class Dispatcher:
         )
         tx = self._transaction(nonce, request.to, request.data, request.gas_limit, fees)
         tx_hash, kind, message = await self._broadcast(tx)
+        if kind in _NONCE_SUSPECT and await self._node_has(tx_hash):
+            # A send retried after a timeout: the first attempt got through.
+            kind = None
         if kind is None:
+            self._queue.pop(0)
             self._next_nonce = nonce + 1
             self.stats.sent += 1
             self._pending[nonce] = _Pending(
@@ -231,25 +252,22 @@ class Dispatcher:
                 max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
             )
             return
-        retryable = kind in (
-            SendErrorKind.NONCE_TOO_LOW,
-            SendErrorKind.NONCE_TOO_HIGH,
-            SendErrorKind.REPLACEMENT_UNDERPRICED,
-            SendErrorKind.FEE_TOO_LOW,
-            SendErrorKind.UNKNOWN,
-        )
-        if kind is not SendErrorKind.FEE_TOO_LOW:
-            await self._sync_nonce(kind.value)
-        else:
+        if kind is SendErrorKind.FEE_TOO_LOW:
             await self._refresh_base_fee()
-        if retryable and queued.retries < 2:
+        elif kind in _NONCE_SUSPECT:
+            await self._sync_nonce(kind.value)
+        if kind in _RETRYABLE and queued.retries < _MAX_RETRIES:
             queued.retries += 1
             log.info("dispatcher.retry", key=request.key, error=kind.value, detail=message)
-            self._queue.insert(0, queued)
             return
+        self._queue.pop(0)
+        log.warning("dispatcher.not_sent", key=request.key, error=kind.value, detail=message)
         self._finish(
             queued.future, TxResult(request, TxOutcome.NOT_SENT, error=kind, detail=message)
         )
+
+    async def _node_has(self, tx_hash: str) -> bool:
+        return await self._rpc.request("eth_getTransactionByHash", [tx_hash]) is not None
 
     async def _refresh_base_fee(self) -> None:
         block = await self._rpc.request("eth_getBlockByNumber", ["latest", False])

@@ -1,5 +1,5 @@
 """Stand-ins for misbehaving nodes: a scripted JSON-RPC server, a range-limited eth_getLogs
-proxy in front of anvil, and a TCP proxy whose connections a test can cut."""
+proxy in front of anvil, and a TCP proxy whose connections a test can cut or freeze."""
 
 from __future__ import annotations
 
@@ -36,13 +36,17 @@ def rpc_error(code: int, message: str, data: Any = None) -> Reply:
 
 @dataclass
 class ScriptedNode:
-    """Answers the n-th request with the n-th reply (the last one repeats) and counts requests."""
+    """Answers the n-th request with the n-th reply (the last one repeats); counts requests and
+    the client ports they came from (one port: one kept-alive connection)."""
 
     replies: list[Reply]
     url: str = ""
     hits: int = 0
+    client_ports: set[int] = field(default_factory=set)
 
     async def handle(self, request: web.Request) -> web.Response:
+        if request.transport is not None:
+            self.client_ports.add(request.transport.get_extra_info("peername")[1])
         body = await request.json()
         reply = self.replies[min(self.hits, len(self.replies) - 1)]
         self.hits += 1

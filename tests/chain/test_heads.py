@@ -1,5 +1,5 @@
 """HeadFollower: increasing heads from polling, from a WebSocket, and from polling again when the
-socket is refused or cut, and back to the socket once it returns.
+socket is refused, cut or hung, and back to the socket once it returns.
 
 Each test mines blocks on its own anvil with raw RPC and waits (with a deadline) for the heads.
 """

@@ -134,6 +134,19 @@ async def test_transient_failures_are_retried_until_the_node_answers(failure: Re
     assert fake.hits == 3
 
 
+async def test_one_connection_serves_many_requests() -> None:
+    async with scripted_node(result("0x1")) as fake:
+        client = fast_client(fake.url)
+        try:
+            for _ in range(5):
+                await client.request("eth_blockNumber", [])
+        finally:
+            await client.close()
+
+    assert fake.hits == 5
+    assert len(fake.client_ports) == 1
+
+
 async def test_exhausted_retries_raise_a_transport_error() -> None:
     async with scripted_node(Reply(status=503)) as fake:
         client = fast_client(fake.url, attempts=3)
