@@ -107,6 +107,7 @@ class Keeper:
         try:
             liquidator.announce_permissions()
             await _first_of(liquidator.ensure_approvals(), dispatcher_task)
+            await liquidator.report_funding(head.base_fee_per_gas)
             self.progress.backfilled = True
             await self._liquidate(monitor, liquidator, head)
             follower = HeadFollower(
@@ -205,6 +206,7 @@ class Keeper:
         )
         state.apply(decode_logs(logs))
         await self._read_feeds(rpc, state, head.number)
+        self._last_feed_check = time.monotonic()
         self.progress.last_block = head.number
         self.progress.last_block_timestamp = head.timestamp
         self.progress.accounts = state.account_count()
@@ -257,7 +259,10 @@ class Keeper:
         from_block = self.progress.last_block + 1
         logs = await fetcher.fetch(state.watched_addresses(), from_block, head.number)
         changes = state.apply(decode_logs(logs))
-        if changes.feeds_added or self._feed_check_due():
+        periodic_check = self._feed_check_due()
+        if periodic_check:
+            await liquidator.report_funding(head.base_fee_per_gas)
+        if changes.feeds_added or periodic_check:
             changed = await self._read_feeds(rpc, state, head.number)
             if changed and not changes.feeds_added:
                 log.warning("feed.answer_without_event", prices=sorted(changed))

@@ -42,6 +42,9 @@ log = structlog.get_logger(__name__)
 
 MAX_UINT256 = 2**256 - 1
 _APPROVAL_FLOOR = 2**255
+# "Low gas" means: fewer than this many liquidations of typical gas left at the current max fee.
+_LOW_GAS_LIQUIDATIONS = 10
+_TYPICAL_LIQUIDATION_GAS = 300_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,24 @@ class Liquidator:
                     f"{result.outcome.value} {result.detail}"
                 )
             log.info("keeper.approved", manager=market.manager, token=market.underlying)
+
+    async def report_funding(self, base_fee_wei: int) -> None:
+        """Logs the signer's gas and underlying balances; warns when gas would not cover a few
+        liquidations at today's fees, before a liquidation has to be refused for it."""
+        underlyings = sorted({m.underlying for m in self._state.markets.values()})
+        gas_balance, token_balances = await self._balances(underlyings)
+        fees = initial_fees(
+            base_fee_wei, self._config.priority_fee_wei, max_fee_cap=self._config.max_fee_wei
+        )
+        reserve_wei = _LOW_GAS_LIQUIDATIONS * _TYPICAL_LIQUIDATION_GAS * fees.max_fee_per_gas
+        log.log(
+            30 if gas_balance < reserve_wei else 20,
+            "keeper.funding",
+            signer=self._signer,
+            gas_balance_wei=gas_balance,
+            low_gas=gas_balance < reserve_wei,
+            underlying_balances=token_balances,
+        )
 
     async def _balances(self, tokens: Sequence[str]) -> tuple[int, dict[str, int]]:
         calls = [multicall_call("getEthBalance", self._signer)]
