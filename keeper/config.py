@@ -6,6 +6,7 @@ reading it is an operator restarting a keeper under pressure.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from eth_utils.address import is_address, to_checksum_address
+from eth_utils.address import is_address, is_checksum_address, to_checksum_address
 
 GWEI = 10**9
 
@@ -80,6 +81,8 @@ def load_config(path: Path) -> KeeperConfig:
         raise ConfigError(
             "--config", str(path), "no such file; pass the path of a TOML config"
         ) from None
+    except OSError as error:
+        raise ConfigError("--config", str(path), f"cannot be read ({error.strerror})") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError("--config", str(path), f"not valid TOML ({error})") from None
     return parse_config(raw, base_dir=path.parent)
@@ -92,6 +95,20 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path) -> KeeperConfig:
     protocol = sections.section("protocol")
     signer = sections.section("signer")
     liquidation = sections.section("liquidation")
+    chain.only("chain_id", "rpc_url", "ws_url", "poll_interval_s", "log_chunk_blocks")
+    protocol.only("credit_managers", "deploy_block")
+    liquidation.only(
+        "native_token",
+        "min_profit_usd",
+        "emergency",
+        "priority_fee_gwei",
+        "max_fee_gwei",
+        "inclusion_timeout_s",
+        "gas_limit_margin_bps",
+        "max_failures",
+        "failure_cooldown_s",
+        "feed_check_interval_s",
+    )
     config = KeeperConfig(
         chain=ChainConfig(
             chain_id=chain.integer("chain_id", minimum=1),
@@ -193,7 +210,12 @@ class _Reader:
 
     def number(self, key: str, *, default: float | None = None, minimum: float = 0) -> float:
         value = self._get(key, default, True)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < minimum
+        ):
             raise ConfigError(self._name(key), value, f"must be a number >= {minimum}")
         return float(value)
 
@@ -247,6 +269,12 @@ class _Reader:
 
     @staticmethod
     def _address(name: str, value: object) -> str:
-        if not isinstance(value, str) or not is_address(value):
+        if not isinstance(value, str) or not value.startswith("0x") or not is_address(value):
             raise ConfigError(name, value, "must be a 0x-prefixed 20-byte hex address")
+        digits = value.removeprefix("0x").removeprefix("0X")
+        if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
+            raise ConfigError(
+                name, value, "mixed case that is not its EIP-55 checksum: a typo? (check it, or "
+                "write it all lowercase)"
+            )  # fmt: skip
         return to_checksum_address(value)

@@ -32,8 +32,7 @@ def critical_index(account: CreditAccountState, weighted_value: int, fee_interes
 
     With n(i) = floor(principal * i / cumulativeIndex) - principal the new interest at index i,
     debt(i) = principal + accruedInterest + accruedFees + n + floor(n * feeInterest / 10_000).
-    Both floors are monotone, so the boundary is found in closed form and then nudged to the
-    exact integer.
+    Both floors can be inverted exactly, so the boundary has a closed form in integers.
     """
     principal = account.principal
     fixed_debt = principal + account.accrued_interest + account.accrued_fees
@@ -43,16 +42,10 @@ def critical_index(account: CreditAccountState, weighted_value: int, fee_interes
     if principal == 0:
         return NEVER
 
-    def debt_growth(new_interest: int) -> int:
-        return new_interest + new_interest * fee_interest_bps // PERCENTAGE_FACTOR
-
-    # Smallest new interest with debt_growth(n) > headroom.
-    needed = headroom + 1
-    new_interest = -(-needed * PERCENTAGE_FACTOR // (PERCENTAGE_FACTOR + fee_interest_bps))
-    while new_interest > 0 and debt_growth(new_interest - 1) >= needed:
-        new_interest -= 1
-    while debt_growth(new_interest) < needed:
-        new_interest += 1
+    # Smallest new interest n with n + floor(n * fee / 10_000) > headroom. The bound is an
+    # integer, so floor(n * fee / 10_000) >= headroom + 1 - n <=> n * fee / 10_000 >= that,
+    # <=> n >= (headroom + 1) * 10_000 / (10_000 + fee): one ceiling division, exact.
+    new_interest = -(-(headroom + 1) * PERCENTAGE_FACTOR // (PERCENTAGE_FACTOR + fee_interest_bps))
     # Smallest index with floor(principal * i / cumulativeIndex) >= principal + new_interest.
     return -(-(principal + new_interest) * account.cumulative_index_ray // principal)
 

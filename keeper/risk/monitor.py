@@ -81,7 +81,10 @@ class RiskMonitor:
             index = cumulative_index_at(market.interest_rate, timestamp)
             for address in book.liquidatable(index):
                 account = self._state.markets[manager].accounts[address]
-                health = account_health(account, market, timestamp)
+                try:
+                    health = account_health(account, market, timestamp)
+                except PriceUnavailableError:
+                    continue  # a feed went stale since the last `apply`; it revalues then
                 if health.is_liquidatable:
                     found.append(Candidate(manager, address, health, timestamp))
         return found

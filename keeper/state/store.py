@@ -274,7 +274,10 @@ class ProtocolState:
         key = (oracle, event.token)
         previous = self.feed_configs.get(key)
         if previous is not None:
-            self._price_keys_of_feed[previous.feed].discard(key)
+            keys_of_previous = self._price_keys_of_feed[previous.feed]
+            keys_of_previous.discard(key)
+            if not keys_of_previous:
+                del self._price_keys_of_feed[previous.feed]
         self.feed_configs[key] = FeedConfig(
             event.feed, event.token_decimals, event.feed_decimals, event.staleness_period
         )

@@ -43,6 +43,7 @@ def _state(
     index: int = RAY,
     accrued_interest: int = 0,
     accrued_fees: int = 0,
+    *,
     balances: dict[str, int] | None = None,
     address: str = "0xA",
 ) -> CreditAccountState:

@@ -1,0 +1,294 @@
+"""The keeper's TOML configuration: a complete file parses to exact values, and every mistake an
+operator can make is refused with the field's full name and the value found."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keeper.config import (
+    ChainConfig,
+    ConfigError,
+    KeeperConfig,
+    LiquidationConfig,
+    ProtocolConfig,
+    SignerConfig,
+    load_config,
+    parse_config,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+MANAGER_1 = "0x0B306BF915C4d645ff596e518fAf3F9669b97016"
+MANAGER_2 = "0x9A676e781A523b5d0C0e43731313A708CB607508"
+WETH = "0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2"
+BASE = Path("/etc/asgard")
+
+
+def complete() -> dict[str, Any]:
+    """Every field set, none at its default."""
+    return {
+        "chain": {
+            "chain_id": 31337,
+            "rpc_url": "http://127.0.0.1:8545",
+            "ws_url": "ws://127.0.0.1:8546",
+            "poll_interval_s": 0.5,
+            "log_chunk_blocks": 2_000,
+        },
+        "protocol": {
+            "credit_managers": [MANAGER_1.lower(), MANAGER_2],
+            "deploy_block": 17,
+        },
+        "signer": {"keystore": "keys/keeper.json", "password_file": "/run/secrets/password"},
+        "liquidation": {
+            "native_token": WETH.lower(),
+            "min_profit_usd": "2.5",
+            "emergency": True,
+            "priority_fee_gwei": "0.25",
+            "max_fee_gwei": 42,
+            "inclusion_timeout_s": 30,
+            "gas_limit_margin_bps": 1_500,
+            "max_failures": 5,
+            "failure_cooldown_s": 60.5,
+            "feed_check_interval_s": 15,
+        },
+    }
+
+
+def minimal() -> dict[str, Any]:
+    """Only the required fields; everything else takes its default."""
+    return {
+        "chain": {"chain_id": 1, "rpc_url": "https://rpc.example.org"},
+        "protocol": {"credit_managers": [MANAGER_1], "deploy_block": 0},
+        "signer": {"private_key_env": "KEEPER_KEY"},
+        "liquidation": {"native_token": WETH},
+    }
+
+
+def test_a_complete_config_parses_to_exact_values() -> None:
+    config = parse_config(complete(), base_dir=BASE)
+    assert config == KeeperConfig(
+        chain=ChainConfig(31337, "http://127.0.0.1:8545", "ws://127.0.0.1:8546", 0.5, 2_000),
+        protocol=ProtocolConfig((MANAGER_1, MANAGER_2), 17),
+        signer=SignerConfig(
+            BASE / "keys/keeper.json", Path("/run/secrets/password"), private_key_env=None
+        ),
+        liquidation=LiquidationConfig(
+            native_token=WETH,
+            min_profit_usd=Decimal("2.5"),
+            emergency=True,
+            priority_fee_wei=250_000_000,
+            max_fee_wei=42 * 10**9,
+            inclusion_timeout_s=30.0,
+            gas_limit_margin_bps=1_500,
+            max_failures=5,
+            failure_cooldown_s=60.5,
+            feed_check_interval_s=15.0,
+        ),
+    )
+    assert isinstance(config.chain.poll_interval_s, float)
+    assert isinstance(config.liquidation.inclusion_timeout_s, float)
+
+
+def test_defaults_fill_every_optional_field() -> None:
+    config = parse_config(minimal(), base_dir=BASE)
+    assert config.chain == ChainConfig(1, "https://rpc.example.org", None, 1.0, 5_000)
+    assert config.signer == SignerConfig(None, None, "KEEPER_KEY")
+    assert config.liquidation == LiquidationConfig(
+        native_token=WETH,
+        min_profit_usd=Decimal(0),
+        emergency=False,
+        priority_fee_wei=10**9,
+        max_fee_wei=500 * 10**9,
+        inclusion_timeout_s=12.0,
+        gas_limit_margin_bps=2_000,
+        max_failures=3,
+        failure_cooldown_s=300.0,
+        feed_check_interval_s=60.0,
+    )
+
+
+def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> None:
+    raw = complete()
+    raw["signer"] = {"keystore": "../secrets/ks.json", "password_file": "pw"}
+    signer = parse_config(raw, base_dir=tmp_path / "config").signer
+    assert signer.keystore == (tmp_path / "secrets" / "ks.json").resolve()
+    assert signer.password_file == (tmp_path / "config" / "pw").resolve()
+    assert signer.keystore is not None
+    assert signer.keystore.is_absolute()
+
+
+def test_the_documented_example_parses() -> None:
+    path = REPO / "config" / "example.toml"
+    config = load_config(path)
+    assert config.chain.chain_id == 1
+    assert config.chain.ws_url == "wss://rpc.example.org/ws"
+    assert config.protocol.credit_managers == ("0x0000000000000000000000000000000000000001",)
+    assert config.signer == SignerConfig(
+        Path("/run/secrets/keeper-keystore.json"), Path("/run/secrets/keeper-password"), None
+    )
+    assert config.liquidation.min_profit_usd == Decimal(5)
+    assert config.liquidation.max_fee_wei == 300 * 10**9
+    assert config.liquidation.inclusion_timeout_s == 24.0
+    # The example documents every field: none of them is left to its default.
+    raw = tomllib.loads(path.read_text())
+    documented = {f"{section}.{key}" for section, table in raw.items() for key in table}
+    every = {f"{section}.{key}" for section, table in complete().items() for key in table}
+    assert every - documented == set()
+
+
+def _edit(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `raw` with `section.key` set to `value` (removed if `value` is DROP)."""
+    edited = copy.deepcopy(raw)
+    *sections, key = path.split(".")
+    table = edited
+    for section in sections:
+        table = table[section]
+    if value is DROP:
+        del table[key]
+    else:
+        table[key] = value
+    return edited
+
+
+DROP = object()
+
+# (field edited, value written, field the error must name, text the error must show)
+BAD_FIELDS: list[tuple[str, Any, str, str]] = [
+    ("chain", DROP, "chain", "None"),
+    ("chain", "http://x", "chain", "'http://x'"),
+    ("chain.chain_id", DROP, "chain.chain_id", "None"),
+    ("chain.chain_id", 0, "chain.chain_id", "0"),
+    ("chain.chain_id", "1", "chain.chain_id", "'1'"),
+    ("chain.chain_id", True, "chain.chain_id", "True"),
+    ("chain.chain_id", 1.0, "chain.chain_id", "1.0"),
+    ("chain.rpc_url", DROP, "chain.rpc_url", "None"),
+    ("chain.rpc_url", "ws://127.0.0.1:8545", "chain.rpc_url", "'ws://127.0.0.1:8545'"),
+    ("chain.rpc_url", "", "chain.rpc_url", "''"),
+    ("chain.rpc_url", 8545, "chain.rpc_url", "8545"),
+    ("chain.ws_url", "http://127.0.0.1:8546", "chain.ws_url", "'http://127.0.0.1:8546'"),
+    ("chain.poll_interval_s", 0.01, "chain.poll_interval_s", "0.01"),
+    ("chain.poll_interval_s", "1", "chain.poll_interval_s", "'1'"),
+    ("chain.poll_interval_s", False, "chain.poll_interval_s", "False"),
+    ("chain.poll_interval_s", float("nan"), "chain.poll_interval_s", "nan"),
+    ("chain.poll_interval_s", float("inf"), "chain.poll_interval_s", "inf"),
+    ("chain.log_chunk_blocks", 0, "chain.log_chunk_blocks", "0"),
+    ("protocol.credit_managers", [], "protocol.credit_managers", "[]"),
+    ("protocol.credit_managers", MANAGER_1, "protocol.credit_managers", repr(MANAGER_1)),
+    ("protocol.credit_managers", [MANAGER_1, "0x1234"], "protocol.credit_managers[1]", "'0x1234'"),
+    ("protocol.credit_managers", [MANAGER_1, 7], "protocol.credit_managers[1]", "7"),
+    # A mixed-case address with a wrong checksum is a typo, not an address.
+    (
+        "protocol.credit_managers",
+        [MANAGER_1.replace("B", "b", 1)],
+        "protocol.credit_managers[0]",
+        repr(MANAGER_1.replace("B", "b", 1)),
+    ),
+    ("protocol.deploy_block", -1, "protocol.deploy_block", "-1"),
+    ("protocol.deploy_block", DROP, "protocol.deploy_block", "None"),
+    ("signer.keystore", "", "signer.keystore", "''"),
+    ("signer.private_key_env", "KEY", "signer", "'keystore and private_key_env'"),
+    ("signer.password_file", DROP, "signer", "'password_file': None"),
+    ("liquidation.native_token", "WETH", "liquidation.native_token", "'WETH'"),
+    ("liquidation.native_token", DROP, "liquidation.native_token", "None"),
+    ("liquidation.min_profit_usd", "-1", "liquidation.min_profit_usd", "'-1'"),
+    ("liquidation.min_profit_usd", "five", "liquidation.min_profit_usd", "'five'"),
+    ("liquidation.min_profit_usd", "NaN", "liquidation.min_profit_usd", "'NaN'"),
+    ("liquidation.min_profit_usd", "Infinity", "liquidation.min_profit_usd", "'Infinity'"),
+    ("liquidation.min_profit_usd", True, "liquidation.min_profit_usd", "True"),
+    ("liquidation.min_profit_usd", [1], "liquidation.min_profit_usd", "[1]"),
+    ("liquidation.emergency", "yes", "liquidation.emergency", "'yes'"),
+    ("liquidation.emergency", 1, "liquidation.emergency", "1"),
+    ("liquidation.priority_fee_gwei", "-0.1", "liquidation.priority_fee_gwei", "'-0.1'"),
+    ("liquidation.max_fee_gwei", "0.2", "liquidation.max_fee_gwei", "'0.2'"),
+    ("liquidation.inclusion_timeout_s", 0, "liquidation.inclusion_timeout_s", "0"),
+    ("liquidation.gas_limit_margin_bps", -5, "liquidation.gas_limit_margin_bps", "-5"),
+    ("liquidation.max_failures", 0, "liquidation.max_failures", "0"),
+    ("liquidation.failure_cooldown_s", -1, "liquidation.failure_cooldown_s", "-1"),
+    ("liquidation.feed_check_interval_s", 0.5, "liquidation.feed_check_interval_s", "0.5"),
+    # Unknown keys are typos: a silently ignored `max_fee_gewi` would leave the 500 gwei default.
+    ("extra", {}, "extra", "{}"),
+    ("chain.rpc", "http://x", "chain.rpc", "'http://x'"),
+    ("protocol.credit_manager", [MANAGER_1], "protocol.credit_manager", repr([MANAGER_1])),
+    ("signer.key", "0xabc", "signer.key", "'0xabc'"),
+    ("liquidation.max_fee_gewi", 10, "liquidation.max_fee_gewi", "10"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "shown"),
+    BAD_FIELDS,
+    ids=[f"{path}={value!r}" for path, value, _, _ in BAD_FIELDS],
+)
+def test_each_mistake_names_its_field_and_value(
+    path: str, value: Any, field: str, shown: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(_edit(complete(), path, value), base_dir=BASE)
+    assert raised.value.field == field
+    message = str(raised.value)
+    assert message.startswith(f"{field} = ")
+    assert shown in message
+
+
+def test_max_fee_below_the_priority_fee_names_max_fee_gwei() -> None:
+    raw = _edit(complete(), "liquidation.priority_fee_gwei", "3")
+    raw = _edit(raw, "liquidation.max_fee_gwei", "2.5")
+    with pytest.raises(ConfigError, match=r"^liquidation\.max_fee_gwei = '2\.5': .*priority_fee"):
+        parse_config(raw, base_dir=BASE)
+    # Equal is allowed.
+    raw = _edit(raw, "liquidation.max_fee_gwei", 3)
+    assert parse_config(raw, base_dir=BASE).liquidation.max_fee_wei == 3 * 10**9
+
+
+def test_a_signer_with_neither_source_says_what_to_set() -> None:
+    raw = _edit(complete(), "signer", {})
+    with pytest.raises(ConfigError, match="set keystore and password_file") as raised:
+        parse_config(raw, base_dir=BASE)
+    assert raised.value.field == "signer"
+
+
+def test_load_config_reads_a_file_relative_to_itself(tmp_path: Path) -> None:
+    path = tmp_path / "keeper.toml"
+    path.write_text(
+        "[chain]\nchain_id = 5\nrpc_url = 'http://node:8545'\n"
+        f"[protocol]\ncredit_managers = ['{MANAGER_1}']\ndeploy_block = 3\n"
+        "[signer]\nkeystore = 'ks.json'\npassword_file = 'pw'\n"
+        f"[liquidation]\nnative_token = '{WETH}'\nmax_fee_gwei = 2\n"
+    )
+    config = load_config(path)
+    assert config.chain.chain_id == 5
+    assert config.signer.keystore == (tmp_path / "ks.json").resolve()
+    assert config.liquidation.max_fee_wei == 2 * 10**9
+
+
+def test_load_config_on_a_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match="no such file") as raised:
+        load_config(missing)
+    assert raised.value.field == "--config"
+    assert str(missing) in str(raised.value)
+
+
+def test_load_config_on_invalid_toml(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[chain]\nchain_id = = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML") as raised:
+        load_config(broken)
+    assert raised.value.field == "--config"
+    assert str(broken) in str(raised.value)
+    assert "line 2" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "written",
+    [MANAGER_1, MANAGER_1.lower(), "0x" + MANAGER_1[2:].upper()],
+    ids=["checksummed", "lowercase", "uppercase"],
+)
+def test_addresses_in_one_case_or_checksummed_are_accepted_and_checksummed(written: str) -> None:
+    raw = _edit(complete(), "protocol.credit_managers", [written])
+    assert parse_config(raw, base_dir=BASE).protocol.credit_managers == (MANAGER_1,)
