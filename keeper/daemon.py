@@ -81,7 +81,7 @@ class Keeper:
         await self._backfill(rpc, fetcher, state, head)
         monitor = RiskMonitor(state)
         monitor.rebuild(head.timestamp)
-        self._report_prices(monitor)
+        self._report_prices(set(monitor.stale_prices()), set())
 
         liquidator: Liquidator
 
@@ -236,8 +236,10 @@ class Keeper:
             changed |= state.set_answer(feed, answer, updated_at)
         return changed
 
-    def _report_prices(self, monitor: RiskMonitor) -> None:
-        for oracle, token in monitor.stale_prices():
+    @staticmethod
+    def _report_prices(unusable: set[PriceKey], before: set[PriceKey]) -> None:
+        """Logs each feed once when it becomes unusable and once when it recovers."""
+        for oracle, token in sorted(unusable - before):
             log.warning(
                 "feed.unusable",
                 oracle=oracle,
@@ -245,6 +247,8 @@ class Keeper:
                 detail="price missing, non-positive or stale: accounts holding this token "
                 "cannot be valued or liquidated until the feed updates",
             )
+        for oracle, token in sorted(before - unusable):
+            log.info("feed.recovered", oracle=oracle, token=token)
 
     # ------------------------------------------------------------------ per block
 
@@ -270,7 +274,7 @@ class Keeper:
         stale_before = set(monitor.stale_prices())
         revalued = monitor.apply(changes, head.timestamp)
         if set(monitor.stale_prices()) != stale_before:
-            self._report_prices(monitor)
+            self._report_prices(set(monitor.stale_prices()), set())
         self._log_changes(changes, liquidator)
         self.progress.last_block = head.number
         self.progress.last_block_timestamp = head.timestamp

@@ -296,7 +296,13 @@ class Dispatcher:
                 )
                 mined_nonce = int(count, 16)
             if nonce < mined_nonce:
-                # The nonce is spent, by none of our hashes: someone else used the key.
+                # The nonce is spent. One of our hashes may have been mined after the receipt
+                # check above (the count is read later): only if none was did someone else use
+                # the key.
+                receipt, tx_hash = await self._receipt(pending)
+                if receipt is not None:
+                    self._settle(pending, receipt, tx_hash)
+                    continue
                 del self._pending[nonce]
                 log.error("dispatcher.nonce_taken", key=pending.request.key, nonce=nonce)
                 self._finish(

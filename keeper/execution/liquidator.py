@@ -294,7 +294,11 @@ class Liquidator:
         return request, payout.amount_paid, gas_limit * fees.max_fee_per_gas
 
     async def _simulate(self, candidate: Candidate) -> _Simulation:
-        """`eth_call` of the liquidation against the latest block, and its gas estimate."""
+        """`eth_call` of the liquidation against the latest block, and its gas estimate.
+
+        The estimate runs against the node's pending state on purpose: a liquidation of this
+        account already waiting in the pool (sent by a competitor, or by this signer before a
+        restart) makes it revert there, so the keeper does not send a duplicate."""
         call = manager_call(
             candidate.manager, "liquidateCreditAccount", candidate.account, self._signer
         )
@@ -328,7 +332,8 @@ class Liquidator:
 
     async def _estimate_gas(self, call: Call) -> int:
         estimate = await self._rpc.request(
-            "eth_estimateGas", [{"from": self._signer, "to": call.target, "data": call.data}]
+            "eth_estimateGas",
+            [{"from": self._signer, "to": call.target, "data": call.data}, "pending"],
         )
         return int(estimate, 16)
 
