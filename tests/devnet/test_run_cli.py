@@ -1,0 +1,101 @@
+"""`keeper run` refuses bad input the way an operator needs: one line naming the problem, exit 2,
+no traceback, and never the key; an unreachable node is a failure of the world (exit 1)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keeper.devnet.anvil import free_port
+from keeper.devnet.network import Devnet
+
+# A well-formed key that funds nothing: only ever used to check it is not echoed.
+SECRET_KEY = "0x" + "7e" * 32
+MANAGER = "0x0B306BF915C4d645ff596e518fAf3F9669b97016"
+WETH = "0xa513E6E4b8f2a923D98304ec87F64353C4D5C853"
+
+
+def config_text(*, rpc_url: str, chain_id: int = 31337, manager: str = MANAGER) -> str:
+    return (
+        f'[chain]\nchain_id = {chain_id}\nrpc_url = "{rpc_url}"\n'
+        f'[protocol]\ncredit_managers = ["{manager}"]\ndeploy_block = 1\n'
+        '[signer]\nprivate_key_env = "TEST_KEEPER_KEY"\n'
+        f'[liquidation]\nnative_token = "{WETH}"\n'
+    )
+
+
+def run_keeper(config: Path, key: str = SECRET_KEY) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TEST_KEEPER_KEY": key}
+    return subprocess.run(
+        [sys.executable, "-m", "keeper", "run", "--config", str(config), "--log-format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_clean_refusal(
+    result: subprocess.CompletedProcess[str], code: int, *needles: str
+) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == code, output
+    assert "Traceback" not in output
+    assert SECRET_KEY[2:] not in output.lower()
+    for needle in needles:
+        assert needle in output, output
+
+
+def test_help_explains_config_signals_and_exit_codes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "keeper", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    for needle in ("--config", "private_key_env", "exit codes", "SIGTERM"):
+        assert needle in result.stdout
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    assert_clean_refusal(run_keeper(tmp_path / "absent.toml"), 2, "--config", "no such file")
+
+
+def test_bad_field_is_named_with_its_value(tmp_path: Path) -> None:
+    config = tmp_path / "keeper.toml"
+    config.write_text(config_text(rpc_url="127.0.0.1:8545"))
+    assert_clean_refusal(run_keeper(config), 2, "chain.rpc_url", "127.0.0.1:8545", "http://")
+
+
+def test_malformed_key_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    config = tmp_path / "keeper.toml"
+    config.write_text(config_text(rpc_url="http://127.0.0.1:1"))
+    near_key = SECRET_KEY[:-2]  # one byte short
+    result = run_keeper(config, key=near_key)
+    assert_clean_refusal(result, 2, "TEST_KEEPER_KEY")
+    assert near_key[2:] not in (result.stdout + result.stderr).lower()
+
+
+def test_unreachable_node_exits_1(tmp_path: Path) -> None:
+    config = tmp_path / "keeper.toml"
+    config.write_text(config_text(rpc_url=f"http://127.0.0.1:{free_port()}"))
+    assert_clean_refusal(run_keeper(config), 1)
+
+
+@pytest.mark.chain
+def test_wrong_chain_id_and_address_without_code(devnet: Devnet, tmp_path: Path) -> None:
+    config = tmp_path / "keeper.toml"
+    config.write_text(config_text(rpc_url=devnet.node.rpc_url, chain_id=1))
+    assert_clean_refusal(run_keeper(config), 2, "chain.chain_id", "serves chain 31337")
+    no_code = "0x" + "11" * 20
+    config.write_text(config_text(rpc_url=devnet.node.rpc_url, manager=no_code))
+    assert_clean_refusal(
+        run_keeper(config), 2, "protocol.credit_managers[0]", "no contract at this address"
+    )
