@@ -20,7 +20,7 @@ from keeper.chain.logs import LogFetcher
 from keeper.chain.rpc import RpcClient, RpcTransportError
 from keeper.config import ConfigError, KeeperConfig
 from keeper.execution.dispatcher import Dispatcher, TxRequest
-from keeper.execution.liquidator import Liquidator
+from keeper.execution.liquidator import LiquidationPolicy, Liquidator
 from keeper.execution.signer import Signer
 from keeper.protocol.calls import MULTICALL3_ADDRESS, feed_call, manager_call, multicall
 from keeper.protocol.events import decode_logs
@@ -97,9 +97,7 @@ class Keeper:
             inclusion_timeout_s=self._config.liquidation.inclusion_timeout_s,
             still_wanted=still_wanted,
         )
-        liquidator = Liquidator(
-            rpc, state, dispatcher, self._signer.address, self._config.liquidation
-        )
+        liquidator = Liquidator(rpc, state, dispatcher, self._signer.address, self._policy())
         pipeline = Pipeline(rpc, fetcher, state, monitor, liquidator)
         self.pipeline = pipeline
         dispatcher.observe_base_fee(head.base_fee_per_gas)
@@ -134,6 +132,19 @@ class Keeper:
             await asyncio.gather(dispatcher_task, return_exceptions=True)
 
     # ------------------------------------------------------------------ start-up
+
+    def _policy(self) -> LiquidationPolicy:
+        settings = self._config.liquidation
+        return LiquidationPolicy(
+            native_token=settings.native_token,
+            min_profit_usd=settings.min_profit_usd,
+            emergency=settings.emergency,
+            priority_fee_wei=settings.priority_fee_wei,
+            max_fee_wei=settings.max_fee_wei,
+            gas_limit_margin_bps=settings.gas_limit_margin_bps,
+            max_failures=settings.max_failures,
+            failure_cooldown_s=settings.failure_cooldown_s,
+        )
 
     async def _check_chain(self, rpc: RpcClient) -> None:
         chain_id = int(await rpc.request("eth_chainId", []), 16)
@@ -205,6 +216,14 @@ class Keeper:
             state.watched_addresses(), first, head.number, on_progress=progress
         )
         state.apply(decode_logs(logs))
+        for market in state.markets.values():
+            if market.interest_rate is None:
+                raise ConfigError(
+                    "protocol.deploy_block",
+                    first,
+                    f"the logs from there hold no interest-rate checkpoint of pool {market.pool} "
+                    f"(CreditManager {market.manager}): set it at or before the pool's deployment",
+                )
         await self._read_feeds(rpc, state, head.number)
         self._last_feed_check = time.monotonic()
         self.progress.last_block = head.number

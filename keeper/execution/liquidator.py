@@ -19,7 +19,6 @@ import structlog
 
 from keeper.chain.heads import Head
 from keeper.chain.rpc import RpcClient, RpcError
-from keeper.config import LiquidationConfig
 from keeper.execution.decide import decide_liquidation, gas_cost_in_underlying
 from keeper.execution.dispatcher import Dispatcher, TxOutcome, TxRequest, TxResult
 from keeper.execution.fees import initial_fees
@@ -48,6 +47,20 @@ _TYPICAL_LIQUIDATION_GAS = 300_000
 
 
 @dataclass(frozen=True, slots=True)
+class LiquidationPolicy:
+    """What the operator decided about liquidating: worth, fees and patience."""
+
+    native_token: str  # a token whose oracle price is the native coin's: gas is valued with it
+    min_profit_usd: Decimal
+    emergency: bool  # liquidate regardless of profit
+    priority_fee_wei: int
+    max_fee_wei: int
+    gas_limit_margin_bps: int
+    max_failures: int
+    failure_cooldown_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Permission:
     can_liquidate: bool
     why: str
@@ -66,7 +79,7 @@ class Liquidator:
         state: ProtocolState,
         dispatcher: Dispatcher,
         signer_address: str,
-        config: LiquidationConfig,
+        policy: LiquidationPolicy,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -74,7 +87,7 @@ class Liquidator:
         self._state = state
         self._dispatcher = dispatcher
         self._signer = signer_address
-        self._config = config
+        self._policy = policy
         self._clock = clock
         self._failures: dict[str, int] = {}
         self._skip_until: dict[str, float] = {}
@@ -144,7 +157,7 @@ class Liquidator:
         underlyings = sorted({m.underlying for m in self._state.markets.values()})
         gas_balance, token_balances = await self._balances(underlyings)
         fees = initial_fees(
-            base_fee_wei, self._config.priority_fee_wei, max_fee_cap=self._config.max_fee_wei
+            base_fee_wei, self._policy.priority_fee_wei, max_fee_cap=self._policy.max_fee_wei
         )
         reserve_wei = _LOW_GAS_LIQUIDATIONS * _TYPICAL_LIQUIDATION_GAS * fees.max_fee_per_gas
         log.log(
@@ -227,11 +240,11 @@ class Liquidator:
         health = candidate.health
         payout = liquidation_payout(health.value.total_value, health.debt, market.fees)
         premium = payout.premium(health.value.total_value)
-        gas_limit = gas_estimate * (10_000 + self._config.gas_limit_margin_bps) // 10_000
+        gas_limit = gas_estimate * (10_000 + self._policy.gas_limit_margin_bps) // 10_000
         fees = initial_fees(
             head.base_fee_per_gas,
-            self._config.priority_fee_wei,
-            max_fee_cap=self._config.max_fee_wei,
+            self._policy.priority_fee_wei,
+            max_fee_cap=self._policy.max_fee_wei,
         )
         expected_gas_wei = gas_estimate * min(
             fees.max_fee_per_gas, head.base_fee_per_gas + fees.max_priority_fee_per_gas
@@ -241,19 +254,19 @@ class Liquidator:
                 market.underlying, prices.get(market.underlying), candidate.timestamp
             )
             native_price = checked_price(
-                self._config.native_token,
-                prices.get(self._config.native_token),
+                self._policy.native_token,
+                prices.get(self._policy.native_token),
                 candidate.timestamp,
             )
         except PriceUnavailableError as error:
-            if not self._config.emergency:
+            if not self._policy.emergency:
                 self._refuse(candidate, "gas_unpriced", detail=str(error))
                 return None
             gas_cost = min_profit = 0
         else:
             gas_cost = gas_cost_in_underlying(expected_gas_wei, native_price, underlying_price)
             min_profit = _usd_in_units(
-                self._config.min_profit_usd,
+                self._policy.min_profit_usd,
                 underlying_price.answer,
                 underlying_price.feed_decimals,
                 underlying_price.token_decimals,
@@ -262,7 +275,7 @@ class Liquidator:
             premium=premium,
             gas_cost=gas_cost,
             min_profit=min_profit,
-            emergency=self._config.emergency,
+            emergency=self._policy.emergency,
         )
         if not decision.liquidate:
             self._refuse(
@@ -365,14 +378,14 @@ class Liquidator:
     def _record_failure(self, account: str) -> None:
         failures = self._failures.get(account, 0) + 1
         self._failures[account] = failures
-        if failures >= self._config.max_failures:
+        if failures >= self._policy.max_failures:
             self._failures.pop(account)
-            self._skip_until[account] = self._clock() + self._config.failure_cooldown_s
+            self._skip_until[account] = self._clock() + self._policy.failure_cooldown_s
             log.warning(
                 "liquidation.skip_listed",
                 account=account,
                 failures=failures,
-                cooldown_s=self._config.failure_cooldown_s,
+                cooldown_s=self._policy.failure_cooldown_s,
             )
 
     def skip_list_size(self) -> int:

@@ -67,10 +67,11 @@ class RiskMonitor:
         }
         for manager in revalued_markets:
             dirty |= {(manager, account) for account in self._state.markets[manager].accounts}
+        views = {manager: self._state.market_view(manager) for manager in self._state.markets}
         for manager, account in dirty:
             state = self._state.markets[manager].accounts.get(account)
             if state is not None:
-                self.books[manager].update(state, self._state.market_view(manager), timestamp)
+                self.books[manager].update(state, views[manager], timestamp)
         return len(dirty)
 
     def candidates(self, timestamp: int) -> list[Candidate]:

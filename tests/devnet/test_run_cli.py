@@ -19,12 +19,19 @@ MANAGER = "0x0B306BF915C4d645ff596e518fAf3F9669b97016"
 WETH = "0xa513E6E4b8f2a923D98304ec87F64353C4D5C853"
 
 
-def config_text(*, rpc_url: str, chain_id: int = 31337, manager: str = MANAGER) -> str:
+def config_text(
+    *,
+    rpc_url: str,
+    chain_id: int = 31337,
+    manager: str = MANAGER,
+    native_token: str = WETH,
+    deploy_block: int = 1,
+) -> str:
     return (
         f'[chain]\nchain_id = {chain_id}\nrpc_url = "{rpc_url}"\n'
-        f'[protocol]\ncredit_managers = ["{manager}"]\ndeploy_block = 1\n'
+        f'[protocol]\ncredit_managers = ["{manager}"]\ndeploy_block = {deploy_block}\n'
         '[signer]\nprivate_key_env = "TEST_KEEPER_KEY"\n'
-        f'[liquidation]\nnative_token = "{WETH}"\n'
+        f'[liquidation]\nnative_token = "{native_token}"\n'
     )
 
 
@@ -98,4 +105,21 @@ def test_wrong_chain_id_and_address_without_code(devnet: Devnet, tmp_path: Path)
     config.write_text(config_text(rpc_url=devnet.node.rpc_url, manager=no_code))
     assert_clean_refusal(
         run_keeper(config), 2, "protocol.credit_managers[0]", "no contract at this address"
+    )
+
+
+@pytest.mark.chain
+def test_deploy_block_after_the_deployment_is_named(devnet: Devnet, tmp_path: Path) -> None:
+    config = tmp_path / "keeper.toml"
+    late = devnet.w3.eth.block_number
+    config.write_text(
+        config_text(
+            rpc_url=devnet.node.rpc_url,
+            manager=devnet.deployment.address("CreditManager.USDC"),
+            native_token=devnet.deployment.address("WETH"),
+            deploy_block=late,
+        )
+    )
+    assert_clean_refusal(
+        run_keeper(config), 2, "protocol.deploy_block", str(late), "at or before the pool"
     )
