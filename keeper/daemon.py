@@ -17,7 +17,7 @@ import structlog
 
 from keeper.chain.heads import Head, HeadFollower, latest_head
 from keeper.chain.logs import LogFetcher
-from keeper.chain.rpc import RpcClient, RpcTransportError
+from keeper.chain.rpc import RpcClient, RpcTransportError, redact_url
 from keeper.config import ConfigError, KeeperConfig
 from keeper.execution.dispatcher import Dispatcher, TxRequest
 from keeper.execution.liquidator import LiquidationPolicy, Liquidator
@@ -42,7 +42,6 @@ class Progress:
     last_block: int = 0
     last_block_timestamp: int = 0
     accounts: int = 0
-    liquidations_queued: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +151,8 @@ class Keeper:
             raise ConfigError(
                 "chain.chain_id",
                 self._config.chain.chain_id,
-                f"the node at {rpc.url} serves chain {chain_id}; point rpc_url at the right "
-                "network or correct chain_id",
+                f"the node at {redact_url(rpc.url)} serves chain {chain_id}; point rpc_url at "
+                "the right network or correct chain_id",
             )
         named = [
             (f"protocol.credit_managers[{i}]", address)
@@ -161,16 +160,16 @@ class Keeper:
         ]
         named.append(("liquidation.native_token", self._config.liquidation.native_token))
         for field, address in named:
-            if await rpc.request("eth_getCode", [address, "latest"]) in ("0x", "0x0", None):
+            if not await _has_code(rpc, address):
                 raise ConfigError(
                     field, address, f"no contract at this address on chain {chain_id}"
                 )
-        if await rpc.request("eth_getCode", [MULTICALL3_ADDRESS, "latest"]) in ("0x", None):
+        if not await _has_code(rpc, MULTICALL3_ADDRESS):
             raise StartupError(
                 f"no Multicall3 at {MULTICALL3_ADDRESS} on chain {chain_id}; the keeper batches "
                 "its reads through it (it is deployed on every major EVM chain)"
             )
-        log.info("keeper.chain_checked", chain_id=chain_id, rpc=rpc.url)
+        log.info("keeper.chain_checked", chain_id=chain_id, rpc=redact_url(rpc.url))
 
     async def _read_markets(self, rpc: RpcClient) -> list[MarketState]:
         managers = self._config.protocol.credit_managers
@@ -180,19 +179,15 @@ class Keeper:
         results = await multicall(rpc, calls)
         markets = []
         for i, manager in enumerate(managers):
-            underlying, pool, oracle = results[3 * i : 3 * i + 3]
-            if not (underlying.ok and pool.ok and oracle.ok):
+            answers = [result.outputs for result in results[3 * i : 3 * i + 3]]
+            if any(outputs is None for outputs in answers):
                 raise ConfigError(
                     f"protocol.credit_managers[{i}]",
                     manager,
                     "this contract is not a CreditManager (underlying/pool/oracle views fail)",
                 )
-            markets.append(
-                MarketState(
-                    manager,
-                    *(result.outputs[0] for result in (underlying, pool, oracle) if result.outputs),
-                )
-            )
+            underlying, pool, oracle = (outputs[0] for outputs in answers if outputs)
+            markets.append(MarketState(manager, underlying, pool, oracle))
         return markets
 
     async def _backfill(
@@ -325,7 +320,11 @@ class Keeper:
     async def _liquidate(self, monitor: RiskMonitor, liquidator: Liquidator, head: Head) -> None:
         candidates = monitor.candidates(head.timestamp)
         if candidates:
-            self.progress.liquidations_queued += await liquidator.handle(candidates, head)
+            await liquidator.handle(candidates, head)
+
+
+async def _has_code(rpc: RpcClient, address: str) -> bool:
+    return await rpc.request("eth_getCode", [address, "latest"]) not in ("0x", "0x0", None)
 
 
 async def _first_of(work: Coroutine[Any, Any, None], watchdog: asyncio.Task[None]) -> None:

@@ -12,8 +12,8 @@ from keeper.devnet.anvil import DevKey
 from keeper.devnet.spec import MarketSpec, ProtocolSpec
 from keeper.devnet.tx import connect, contract_at, deploy, send
 from keeper.protocol.artifacts import load_artifact
+from keeper.protocol.calls import MULTICALL3_ADDRESS
 
-MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
 _LIQUIDATOR_FUNDS_USD = 50_000_000
 _DEX_RESERVES_USD = 1_000_000_000
 

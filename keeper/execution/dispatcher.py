@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from keeper.chain.heads import latest_head
 from keeper.chain.rpc import RpcClient, RpcError, RpcTransportError
 from keeper.execution.errors import SendErrorKind, classify_send_error
 from keeper.execution.fees import DEFAULT_MIN_BUMP_BPS, Eip1559Fees, bumped_fees, initial_fees
@@ -99,14 +100,6 @@ class _Queued:
 StillWanted = Callable[[TxRequest], Awaitable[bool]]
 
 
-@dataclass(slots=True)
-class DispatcherStats:
-    sent: int = 0
-    replacements: int = 0
-    nonce_resyncs: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -136,7 +129,6 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._next_nonce: int | None = None
         self._base_fee_wei = 0
-        self.stats = DispatcherStats()
 
     # ------------------------------------------------------------------ interface
 
@@ -157,10 +149,6 @@ class Dispatcher:
         """The latest block's base fee: the floor of every fee the dispatcher offers."""
         self._base_fee_wei = base_fee_wei
         self._wake.set()
-
-    @property
-    def pending_count(self) -> int:
-        return len(self._pending)
 
     async def run(self) -> None:
         """Sends and follows transactions until cancelled."""
@@ -185,13 +173,11 @@ class Dispatcher:
         count = await self._rpc.request(
             "eth_getTransactionCount", [self._signer.address, "pending"]
         )
-        latest = int(count, 16)
+        nonce = int(count, 16)
         if self._pending:
-            latest = max(latest, max(self._pending) + 1)
-        if self._next_nonce is not None:
-            self.stats.nonce_resyncs += 1
-        log.info("dispatcher.nonce_synced", nonce=latest, reason=reason, was=self._next_nonce)
-        self._next_nonce = latest
+            nonce = max(nonce, max(self._pending) + 1)
+        log.info("dispatcher.nonce_synced", nonce=nonce, reason=reason, was=self._next_nonce)
+        self._next_nonce = nonce
 
     def _transaction(self, nonce: int, to: str, data: str, gas: int, fees: Eip1559Fees) -> Any:
         return {
@@ -213,7 +199,6 @@ class Dispatcher:
             await self._rpc.request("eth_sendRawTransaction", [signed.raw_transaction])
         except RpcError as error:
             kind = classify_send_error(error.message, error.code)
-            self.stats.errors[kind.value] = self.stats.errors.get(kind.value, 0) + 1
             if kind is SendErrorKind.ALREADY_KNOWN:
                 return signed.hash, None, ""
             return signed.hash, kind, error.message
@@ -239,7 +224,6 @@ class Dispatcher:
         if kind is None:
             self._queue.pop(0)
             self._next_nonce = nonce + 1
-            self.stats.sent += 1
             self._pending[nonce] = _Pending(
                 request, nonce, fees, [tx_hash], self._clock(), queued.future
             )
@@ -270,8 +254,7 @@ class Dispatcher:
         return await self._rpc.request("eth_getTransactionByHash", [tx_hash]) is not None
 
     async def _refresh_base_fee(self) -> None:
-        block = await self._rpc.request("eth_getBlockByNumber", ["latest", False])
-        self._base_fee_wei = int(block.get("baseFeePerGas", "0x0"), 16)
+        self._base_fee_wei = (await latest_head(self._rpc)).base_fee_per_gas
 
     def _finish(self, future: asyncio.Future[TxResult], result: TxResult) -> None:
         self._keys.discard(result.request.key)
@@ -371,7 +354,6 @@ class Dispatcher:
             if pending.cancelling:
                 pending.cancel_hashes.add(tx_hash)
             pending.replacements += 1
-            self.stats.replacements += 1
         log.info(
             "dispatcher.replaced" if kind is None else "dispatcher.replacement_refused",
             key=pending.request.key,

@@ -26,6 +26,7 @@ from keeper.protocol.calls import (
     Call,
     CallRevertedError,
     eth_call,
+    eth_call_data,
     manager_call,
     multicall,
     multicall_call,
@@ -178,8 +179,8 @@ class Liquidator:
 
     # ------------------------------------------------------------------ liquidating
 
-    async def handle(self, candidates: Sequence[Candidate], head: Head) -> int:
-        """Queues a liquidation for every candidate that passes every check; returns how many."""
+    async def handle(self, candidates: Sequence[Candidate], head: Head) -> None:
+        """Queues a liquidation for every candidate that passes every check."""
         now = self._clock()
         eligible = []
         for candidate in sorted(candidates, key=lambda c: c.health.health_factor_wad):
@@ -192,14 +193,13 @@ class Liquidator:
                 continue
             eligible.append(candidate)
         if not eligible:
-            return 0
+            return
         underlyings = sorted({self._state.markets[c.manager].underlying for c in eligible})
         gas_balance, token_balances = await self._balances(underlyings)
         simulations = await asyncio.gather(*(self._simulate(c) for c in eligible))
         for token, amount, gas_wei in self._reserved.values():
             token_balances[token] = token_balances.get(token, 0) - amount
             gas_balance -= gas_wei
-        queued = 0
         for candidate, simulation in zip(eligible, simulations, strict=True):
             if simulation.revert is not None or simulation.gas_estimate is None:
                 self._refuse(candidate, "simulation_reverted", revert=str(simulation.revert))
@@ -228,8 +228,6 @@ class Liquidator:
             self._reserved[candidate.account] = (underlying, amount_paid, max_gas_wei)
             future = self._dispatcher.submit(request)
             future.add_done_callback(self._on_result)
-            queued += 1
-        return queued
 
     def _plan(
         self, candidate: Candidate, gas_estimate: int, head: Head
@@ -330,16 +328,9 @@ class Liquidator:
         if not request.key.startswith("liquidate:"):
             return True
         try:
-            await self._rpc.request(
-                "eth_call",
-                [{"from": self._signer, "to": request.to, "data": request.data}, "latest"],
-            )
-        except RpcError as error:
-            log.info(
-                "liquidation.no_longer_needed",
-                key=request.key,
-                revert=str(decode_revert(error.data or "")),
-            )
+            await eth_call_data(self._rpc, request.to, request.data, sender=self._signer)
+        except CallRevertedError as error:
+            log.info("liquidation.no_longer_needed", key=request.key, revert=str(error.reason))
             return False
         return True
 
@@ -387,10 +378,6 @@ class Liquidator:
                 failures=failures,
                 cooldown_s=self._policy.failure_cooldown_s,
             )
-
-    def skip_list_size(self) -> int:
-        now = self._clock()
-        return sum(1 for until in self._skip_until.values() if until > now)
 
     def _refuse(self, candidate: Candidate, reason: str, **detail: object) -> None:
         """Logs a decision not to liquidate, once per account until the reason changes."""

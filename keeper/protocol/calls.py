@@ -17,18 +17,10 @@ from eth_utils.abi import function_signature_to_4byte_selector
 
 from keeper.chain.rpc import RpcClient, RpcError
 from keeper.protocol.artifacts import load_artifact
-from keeper.protocol.errors import RevertReason, decode_revert
+from keeper.protocol.errors import RevertReason, canonical_type, decode_revert
 from keeper.protocol.events import checksum
 
 MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
-
-
-def _canonical(param: dict[str, Any]) -> str:
-    kind: str = param["type"]
-    if kind.startswith("tuple"):
-        inner = ",".join(_canonical(component) for component in param["components"])
-        return f"({inner}){kind[len('tuple') :]}"
-    return kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +54,13 @@ def function_abi(artifact: str, name: str) -> FunctionAbi:
     if len(matches) != 1:
         raise KeyError(f"{artifact}.{name}: {len(matches)} functions of that name")
     entry = matches[0]
-    input_types = tuple(_canonical(p) for p in entry["inputs"])
+    input_types = tuple(canonical_type(p) for p in entry["inputs"])
     signature = f"{name}({','.join(input_types)})"
     return FunctionAbi(
         name,
         function_signature_to_4byte_selector(signature),
         input_types,
-        tuple(_canonical(p) for p in entry["outputs"]),
+        tuple(canonical_type(p) for p in entry["outputs"]),
     )
 
 
@@ -94,20 +86,37 @@ class Call:
         return self.function.encode(*self.args)
 
 
-async def eth_call(
-    rpc: RpcClient, call: Call, *, sender: str | None = None, block: str | int = "latest"
-) -> tuple[Any, ...]:
-    """Runs `call` on the node and decodes its outputs; a revert raises `CallRevertedError`."""
-    params: dict[str, str] = {"to": call.target, "data": call.data}
+async def eth_call_data(
+    rpc: RpcClient,
+    target: str,
+    data: str,
+    *,
+    sender: str | None = None,
+    block: str | int = "latest",
+    label: str = "call",
+) -> str:
+    """Runs already encoded calldata; a revert raises `CallRevertedError` (named `label`),
+    any other node error stays an `RpcError`."""
+    params: dict[str, str] = {"to": target, "data": data}
     if sender is not None:
         params["from"] = sender
     block_tag = block if isinstance(block, str) else hex(block)
     try:
-        result = await rpc.request("eth_call", [params, block_tag])
+        result: str = await rpc.request("eth_call", [params, block_tag])
     except RpcError as error:
         if error.data is None and "revert" not in error.message.lower():
             raise
-        raise CallRevertedError(call.function.name, decode_revert(error.data or "")) from None
+        raise CallRevertedError(label, decode_revert(error.data or "")) from None
+    return result
+
+
+async def eth_call(
+    rpc: RpcClient, call: Call, *, sender: str | None = None, block: str | int = "latest"
+) -> tuple[Any, ...]:
+    """Runs `call` on the node and decodes its outputs; a revert raises `CallRevertedError`."""
+    result = await eth_call_data(
+        rpc, call.target, call.data, sender=sender, block=block, label=call.function.name
+    )
     return call.function.decode(result)
 
 

@@ -33,10 +33,11 @@ class RevertReason:
         return f"{self.name}({rendered})"
 
 
-def _canonical_type(param: dict[str, Any]) -> str:
+def canonical_type(param: dict[str, Any]) -> str:
+    """An ABI parameter's type as it appears in a signature (tuples spelled out)."""
     kind: str = param["type"]
     if kind.startswith("tuple"):
-        inner = ",".join(_canonical_type(c) for c in param["components"])
+        inner = ",".join(canonical_type(c) for c in param["components"])
         return f"({inner}){kind[len('tuple') :]}"
     return kind
 
@@ -54,7 +55,7 @@ def _error_table() -> dict[bytes, tuple[str, tuple[str, ...], tuple[str, ...]]]:
         for entry in load_artifact(contract).abi:
             if entry["type"] != "error":
                 continue
-            types = tuple(_canonical_type(p) for p in entry["inputs"])
+            types = tuple(canonical_type(p) for p in entry["inputs"])
             names = tuple(p["name"] or f"arg{i}" for i, p in enumerate(entry["inputs"]))
             selector = function_signature_to_4byte_selector(f"{entry['name']}({','.join(types)})")
             table[selector] = (entry["name"], names, types)

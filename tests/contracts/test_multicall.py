@@ -15,10 +15,10 @@ from eth_abi.abi import decode
 from web3 import Web3
 from web3.contract import Contract
 
-from keeper.devnet.deploy import MULTICALL3_ADDRESS
 from keeper.devnet.network import Devnet
 from keeper.devnet.tx import send
 from keeper.protocol.artifacts import load_artifact
+from keeper.protocol.calls import MULTICALL3_ADDRESS
 from keeper.protocol.errors import decode_revert
 from tests.contracts.helpers import (
     fresh_address,

@@ -13,11 +13,11 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError
 
 from keeper.devnet.controls import advance_time, move_price, refresh_feeds, reverted_after
-from keeper.devnet.deploy import MULTICALL3_ADDRESS
 from keeper.devnet.manifest import Manifest, ManifestError
 from keeper.devnet.network import Devnet, running_devnet
 from keeper.devnet.report import AccountView, read_accounts
 from keeper.devnet.tx import revert_reason
+from keeper.protocol.calls import MULTICALL3_ADDRESS
 from keeper.risk.health import WAD
 
 SEEDED = 16
