@@ -5,13 +5,23 @@ UV_VERSION := 0.13.8
 UV := .tools/bin/uv
 RUN := $(UV) run --locked
 
-.PHONY: run test setup contracts lint typecheck unit clean
+.PHONY: run test setup prometheus-tools contracts lint typecheck unit clean
 
 run: setup ## devnet (anvil + protocol + 20 accounts) + the keeper daemon + a WETH crash, until Ctrl-C
 	$(RUN) keeper devnet --accounts 20 --keeper --crash WETH:-30%
 
-test: setup lint typecheck ## everything CI checks
+test: setup prometheus-tools lint typecheck ## everything CI checks
 	$(RUN) pytest
+
+# promtool checks the alert rules and the metrics exposition; a real Prometheus scrapes the keeper
+# in one test. Debian's package has both; installed here when missing (root, or sudo).
+prometheus-tools:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing Debian's prometheus package (promtool + prometheus) ..."; \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus >/dev/null; }
 
 setup: node_modules/.installed .venv/.installed
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -19,29 +19,25 @@ from types import FrameType
 
 import structlog
 from requests.exceptions import ConnectionError as HTTPConnectionError
-from web3 import Web3
 
+from keeper import operator as operator_commands
 from keeper.chain.rpc import RpcTransportError
-from keeper.config import ConfigError, KeeperConfig, load_config
-from keeper.daemon import Keeper, StartupError
+from keeper.config import ConfigError, load_config
+from keeper.daemon import Keeper
+from keeper.devnet import commands as devnet_commands
 from keeper.devnet.anvil import AnvilError
-from keeper.devnet.controls import move_price, refresh_feeds, set_price
-from keeper.devnet.deploy import Deployment
-from keeper.devnet.keeper_config import KeeperProcess, keeper_config_toml
-from keeper.devnet.manifest import Manifest, ManifestError
-from keeper.devnet.network import Devnet, running_devnet
-from keeper.devnet.report import format_table, format_units, read_accounts
-from keeper.devnet.tx import TransactionRevertedError, connect
-from keeper.execution.signer import Signer, SignerError, signer_from_env, signer_from_keystore
+from keeper.devnet.manifest import ManifestError
+from keeper.devnet.tx import TransactionRevertedError
+from keeper.execution.signer import SignerError
+from keeper.ops.health import LoopWatch, liveness, readiness
 from keeper.ops.logging import configure_logging
+from keeper.ops.metrics import KeeperMetrics
+from keeper.ops.server import ops_server
+from keeper.startup import StartupError, load_signer
 
 DEFAULT_MANIFEST = Path(".devnet/manifest.json")
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Input the user can fix; the message says how."""
 
 
 def _percent_bps(text: str) -> int:
@@ -129,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="json lines, or readable console output (default: console on a terminal)",
     )
     run.set_defaults(handler=_run_keeper)
+    operator_commands.register(commands)
 
     devnet = commands.add_parser(
         "devnet",
@@ -170,6 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=_positive_int, default=None, help="RPC port (default: a free one)"
     )
     devnet.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address anvil listens on (default: 127.0.0.1; 0.0.0.0 to serve other containers)",
+    )
+    devnet.add_argument(
+        "--keeper-config",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write a keeper config (and its key, keeper.key, beside it) for a keeper in "
+        "another container; removed when the devnet stops",
+    )
+    devnet.add_argument(
+        "--advertise-url",
+        default=None,
+        metavar="URL",
+        help="the node's RPC URL as that other keeper reaches it, e.g. http://devnet:8545",
+    )
+    devnet.add_argument(
         "--heartbeat",
         type=_positive_int,
         default=600,
@@ -194,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds after start-up before --crash (default: 8)",
     )
-    devnet.set_defaults(handler=_run_devnet)
+    devnet.set_defaults(handler=devnet_commands.run_devnet)
     actions = devnet.add_subparsers(dest="devnet_action", metavar="ACTION")
     price = actions.add_parser(
         "price",
@@ -208,185 +224,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     how.add_argument("--set", type=_positive_decimal, dest="usd", help="new price in USD")
     price.add_argument("--manifest", type=Path, default=argparse.SUPPRESS)
-    price.set_defaults(handler=_move_price)
+    price.set_defaults(handler=devnet_commands.price)
     accounts = actions.add_parser(
         "accounts", help="list the running devnet's accounts by health factor"
     )
     accounts.add_argument("--manifest", type=Path, default=argparse.SUPPRESS)
-    accounts.set_defaults(handler=_list_accounts)
+    accounts.set_defaults(handler=devnet_commands.list_accounts)
     return parser
-
-
-def _run_devnet(args: argparse.Namespace) -> int:
-    manifest_path: Path = args.manifest
-    keeper_config_path = manifest_path.with_name("keeper.toml")
-    print(f"starting devnet: anvil + reference protocol + {args.accounts} accounts ...")
-    started = time.monotonic()
-    with running_devnet(
-        accounts=args.accounts, seed=args.seed, block_time=args.block_time, port=args.port
-    ) as net:
-        manifest = net.manifest()
-        manifest.write(manifest_path)
-        keeper: KeeperProcess | None = None
-        try:
-            _print_devnet(net, time.monotonic() - started, manifest_path)
-            if args.keeper:
-                keeper_config_path.write_text(keeper_config_toml(manifest))
-                keeper = KeeperProcess(keeper_config_path, net.roles.keeper)
-                print(f"keeper: pid {keeper.pid}, config {keeper_config_path}", flush=True)
-            try:
-                if args.crash is not None:
-                    _sleep_watching(net, keeper, args.crash_after)
-                    _crash_and_watch(net, keeper, *args.crash)
-                _heartbeat_until_stopped(net, keeper, args.heartbeat)
-            except KeyboardInterrupt:
-                print("stopping devnet ...", flush=True)
-        finally:
-            if keeper is not None:
-                print(f"keeper exited with {keeper.stop()}", flush=True)
-            keeper_config_path.unlink(missing_ok=True)
-            manifest_path.unlink(missing_ok=True)
-    print("devnet stopped")
-    return 0
-
-
-def _print_devnet(net: Devnet, took_s: float, manifest_path: Path) -> None:
-    print(
-        f"devnet up in {took_s:.1f}s: chain id {net.deployment.chain_id}, RPC "
-        f"{net.node.rpc_url}, WebSocket {net.node.ws_url}, deploy block "
-        f"{net.deployment.deploy_block}, anvil pid {net.node.pid}"
-    )
-    for name in sorted(net.deployment.contracts):
-        print(f"  {name:<24} {net.deployment.contracts[name]}")
-    print()
-    print(format_table(read_accounts(net.w3, net.deployment), net.deployment))
-    print()
-    print(f"manifest: {manifest_path}")
-    print("move a price:  keeper devnet price WETH --change -30%")
-    print("stop:          Ctrl-C", flush=True)
-
-
-def _check_alive(net: Devnet, keeper: KeeperProcess | None) -> None:
-    if not net.node.is_running():
-        raise AnvilError(f"anvil (pid {net.node.pid}) exited on its own:\n{net.node.log_tail()}")
-    if keeper is not None and keeper.poll() is not None:
-        raise AnvilError(f"the keeper (pid {keeper.pid}) exited with {keeper.poll()}")
-
-
-def _sleep_watching(net: Devnet, keeper: KeeperProcess | None, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        _check_alive(net, keeper)
-        time.sleep(0.2)
-
-
-def _crash_and_watch(
-    net: Devnet, keeper: KeeperProcess | None, symbol: str, change_bps: int
-) -> None:
-    """Moves a price, then reports block by block until no account is left below Hf 1."""
-    if symbol not in net.deployment.tokens:
-        raise UsageError(f"--crash {symbol}: the devnet has {', '.join(net.deployment.tokens)}")
-    print(f"\n*** moving {symbol} by {change_bps / 100:+.2f} % ***", flush=True)
-    old, new = move_price(net.w3, net.deployment, symbol, change_bps, net.roles.deployer.address)
-    crash_block = net.w3.eth.block_number
-    decimals = _feed_decimals(net.w3, net.deployment, symbol)
-    below = [v for v in read_accounts(net.w3, net.deployment) if v.health_factor_wad < 10**18]
-    print(
-        f"\n*** block {crash_block}: {symbol} {format_units(old, decimals)} -> "
-        f"{format_units(new, decimals)} USD; {len(below)} account(s) now below Hf 1 ***\n",
-        flush=True,
-    )
-    deadline = time.monotonic() + 60
-    while below and time.monotonic() < deadline:
-        _sleep_watching(net, keeper, 0.5)
-        below = [v for v in read_accounts(net.w3, net.deployment) if v.health_factor_wad < 10**18]
-    block = net.w3.eth.block_number
-    if below:
-        print(f"*** {len(below)} account(s) still below Hf 1 after 60 s ***", flush=True)
-    else:
-        print(
-            f"\n*** every account below Hf 1 is gone by block {block} "
-            f"({block - crash_block} block(s) after the crash) ***\n",
-            flush=True,
-        )
-    print(format_table(read_accounts(net.w3, net.deployment), net.deployment), flush=True)
-
-
-def _heartbeat_until_stopped(net: Devnet, keeper: KeeperProcess | None, heartbeat_s: int) -> None:
-    next_beat = time.monotonic() + heartbeat_s
-    while True:
-        _sleep_watching(net, keeper, 0.5)
-        if time.monotonic() >= next_beat:
-            refresh_feeds(net.w3, net.deployment, net.roles.deployer.address)
-            next_beat = time.monotonic() + heartbeat_s
 
 
 def _run_keeper(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    signer = _load_signer(config)
+    signer = load_signer(config)
     json_lines = {"auto": None, "json": True, "console": False}[args.log_format]
     configure_logging(json_lines=json_lines)
-    return asyncio.run(_serve(Keeper(config, signer)))
+    metrics = KeeperMetrics()
+    return asyncio.run(_serve(Keeper(config, signer, observer=metrics), metrics))
 
 
-def _load_signer(config: KeeperConfig) -> Signer:
-    if config.signer.private_key_env is not None:
-        return signer_from_env(config.signer.private_key_env)
-    keystore, password_file = config.signer.keystore, config.signer.password_file
-    if keystore is None or password_file is None:
-        raise ConfigError("signer", None, "set keystore + password_file or private_key_env")
-    return signer_from_keystore(keystore, password_file)
-
-
-async def _serve(keeper: Keeper) -> int:
-    """Runs the keeper until SIGINT/SIGTERM, which cancel it so it stops cleanly."""
-    task = asyncio.current_task()
-    assert task is not None
+async def _serve(keeper: Keeper, metrics: KeeperMetrics) -> int:
+    """Runs the keeper, and its metrics and health server, until SIGINT/SIGTERM. A signal
+    cancels the daemon, which follows its transactions in flight for up to
+    `ops.shutdown_grace_s` and returns."""
+    ops = keeper.config.ops
+    daemon = asyncio.create_task(keeper.run(), name="keeper")
     loop = asyncio.get_running_loop()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(stop_signal, task.cancel)
-    log = structlog.get_logger("keeper")
+        loop.add_signal_handler(stop_signal, daemon.cancel)
+    watch = LoopWatch()
+    watch_task = asyncio.create_task(watch.run(), name="loop-watch")
+    metrics.event_loop_lag.set_function(lambda: watch.lag_s)
+    metrics.watch(
+        keeper,
+        ready=lambda: all(check.ok for check in readiness(keeper)),
+        min_native_wei=ops.min_native_balance_wei,
+    )
     try:
-        await keeper.run()
+        async with contextlib.AsyncExitStack() as stack:
+            if ops.metrics_port:
+                await stack.enter_async_context(
+                    ops_server(
+                        metrics,
+                        lambda: liveness(daemon, watch, ops.loop_stall_s),
+                        lambda: readiness(keeper),
+                        host=ops.metrics_host,
+                        port=ops.metrics_port,
+                    )
+                )
+            await daemon
     except asyncio.CancelledError:
-        log.info("keeper.stopped", reason="signal")
-        return 0
-    return 0
-
-
-def _move_price(args: argparse.Namespace) -> int:
-    manifest = Manifest.read(args.manifest)
-    symbol = args.symbol.upper()
-    if symbol not in manifest.deployment.tokens:
-        known = ", ".join(manifest.deployment.tokens)
-        raise UsageError(f"unknown token {args.symbol!r}: the devnet has {known}")
-    w3 = connect(manifest.rpc_url)
-    updater = manifest.roles.deployer.address
-    feed_decimals = _feed_decimals(w3, manifest.deployment, symbol)
-    if args.usd is not None:
-        new = int(args.usd * 10**feed_decimals)
-        if new <= 0:
-            raise UsageError(f"--set {args.usd} rounds to zero at {feed_decimals} feed decimals")
-        set_price(w3, manifest.deployment, symbol, new, updater)
-    else:
-        old, new = move_price(w3, manifest.deployment, symbol, args.change, updater)
-        print(f"{symbol}: {format_units(old, feed_decimals)} USD -> ", end="")
-    print(f"{format_units(new, feed_decimals)} USD")
-    views = read_accounts(w3, manifest.deployment)
-    below = [v for v in views if v.health_factor_wad < 10**18]
-    print(f"{len(below)} of {len(views)} accounts now below Hf 1")
-    return 0
-
-
-def _feed_decimals(w3: Web3, deployment: Deployment, symbol: str) -> int:
-    decimals: int = deployment.contract(w3, f"PriceFeed.{symbol}").functions.decimals().call()
-    return decimals
-
-
-def _list_accounts(args: argparse.Namespace) -> int:
-    manifest = Manifest.read(args.manifest)
-    w3 = connect(manifest.rpc_url)
-    print(format_table(read_accounts(w3, manifest.deployment), manifest.deployment))
+        structlog.get_logger("keeper").info("keeper.stopped", reason="signal")
+    finally:
+        watch_task.cancel()
     return 0
 
 
@@ -413,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         exit_code: int = args.handler(args)
         return exit_code
-    except (UsageError, ManifestError, ConfigError, SignerError) as error:
+    except (ManifestError, ConfigError, SignerError) as error:
         print(f"keeper: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (AnvilError, TransactionRevertedError, StartupError) as error:

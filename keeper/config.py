@@ -1,22 +1,95 @@
-"""The keeper's configuration: one TOML file, validated completely before anything starts.
+"""The keeper's configuration: one TOML file plus environment overrides, validated completely
+before anything starts.
 
-Every error names the field, the value found and what to write instead, because the person
-reading it is an operator restarting a keeper under pressure.
+Every key of every section can also be given as an environment variable,
+`ASGARD_KEEPER_<SECTION>_<KEY>` (which wins over the file), or read from the file named by
+`ASGARD_KEEPER_<SECTION>_<KEY>_FILE`, the way container platforms mount secrets. Every error names
+the field (or variable), the value found and what to write instead, because the person reading
+it is an operator restarting a keeper under pressure; secrets (a private key, the API key in an
+RPC URL) are never part of an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 from eth_utils.address import is_address, is_checksum_address, to_checksum_address
 
+from keeper.chain.rpc import redact_url
+
 GWEI = 10**9
+WEI_PER_NATIVE = 10**18
+ENV_PREFIX = "ASGARD_KEEPER_"
+
+# Every key each [section] accepts; the environment variables are named after them.
+CONFIG_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "chain": (
+            "chain_id",
+            "rpc_url",
+            "rpc_url_file",
+            "ws_url",
+            "ws_url_file",
+            "poll_interval_s",
+            "log_chunk_blocks",
+        ),
+        "protocol": ("credit_managers", "deploy_block"),
+        "signer": ("keystore", "password_file", "private_key_env", "private_key_file"),
+        "liquidation": (
+            "native_token",
+            "min_profit_usd",
+            "emergency",
+            "priority_fee_gwei",
+            "max_fee_gwei",
+            "inclusion_timeout_s",
+            "gas_limit_margin_bps",
+            "max_failures",
+            "failure_cooldown_s",
+            "feed_check_interval_s",
+        ),
+        "ops": (
+            "metrics_host",
+            "metrics_port",
+            "head_stale_s",
+            "min_native_balance",
+            "shutdown_grace_s",
+            "loop_stall_s",
+        ),
+    }
+)
+
+# Keys that are other ways of giving the same thing: an environment variable for one of them
+# replaces those the file wrote, so an override never collides with the file.
+_REPLACES: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType(
+    {
+        ("chain", "rpc_url"): ("rpc_url_file",),
+        ("chain", "rpc_url_file"): ("rpc_url",),
+        ("chain", "ws_url"): ("ws_url_file",),
+        ("chain", "ws_url_file"): ("ws_url",),
+        ("signer", "keystore"): ("private_key_env", "private_key_file"),
+        ("signer", "password_file"): ("private_key_env", "private_key_file"),
+        ("signer", "private_key_env"): ("keystore", "password_file", "private_key_file"),
+        ("signer", "private_key_file"): ("keystore", "password_file", "private_key_env"),
+    }
+)
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PRIVATE_KEY_LIKE = re.compile(r"(0[xX])?[0-9a-fA-F]{64}")
+_NO_ENVIRONMENT: Mapping[str, str] = MappingProxyType({})
+_TRUE_WORDS = ("true", "yes", "1")
+_FALSE_WORDS = ("false", "no", "0")
+
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -25,6 +98,16 @@ class ConfigError(Exception):
     def __init__(self, field: str, value: object, fix: str) -> None:
         super().__init__(f"{field} = {value!r}: {fix}")
         self.field = field
+
+
+class _NotShown:
+    """Stands in an error for a value that may be a secret."""
+
+    def __repr__(self) -> str:
+        return "<value not shown>"
+
+
+_NOT_SHOWN = _NotShown()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +127,13 @@ class ProtocolConfig:
 
 @dataclass(frozen=True, slots=True)
 class SignerConfig:
-    """Where the key comes from: a keystore + password file, or an environment variable."""
+    """Where the key comes from: exactly one of a keystore + password file, an environment
+    variable, or a file holding the hex key."""
 
     keystore: Path | None
     password_file: Path | None
     private_key_env: str | None
+    private_key_file: Path | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +151,35 @@ class LiquidationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OpsConfig:
+    """Running the daemon: the metrics and health endpoint and the limits behind /healthz,
+    /readyz and shutdown. The defaults here are the defaults of the optional [ops] table."""
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9108  # 0: serve no metrics or health endpoint
+    head_stale_s: float = 60.0  # not ready when no new head arrived for this long
+    min_native_balance_wei: int = 10**17  # not ready when the signer's gas balance is below
+    shutdown_grace_s: float = 5.0  # on SIGTERM, in-flight transactions are followed this long
+    loop_stall_s: float = 5.0  # not healthy when the event loop lags more than this
+
+
+@dataclass(frozen=True, slots=True)
 class KeeperConfig:
     chain: ChainConfig
     protocol: ProtocolConfig
     signer: SignerConfig
     liquidation: LiquidationConfig
+    ops: OpsConfig
 
 
-def load_config(path: Path) -> KeeperConfig:
-    """Reads and validates `path`; raises `ConfigError` on the first problem."""
+def env_variable(section: str, key: str) -> str:
+    """The environment variable that overrides `key` of `[section]`."""
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def load_config(path: Path, *, environ: Mapping[str, str] = os.environ) -> KeeperConfig:
+    """Reads and validates `path` with `environ`'s overrides; raises `ConfigError` on the first
+    problem."""
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -83,198 +188,428 @@ def load_config(path: Path) -> KeeperConfig:
         ) from None
     except OSError as error:
         raise ConfigError("--config", str(path), f"cannot be read ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError("--config", str(path), "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError("--config", str(path), f"not valid TOML ({error})") from None
-    return parse_config(raw, base_dir=path.parent)
+    return parse_config(raw, base_dir=path.parent, environ=environ)
 
 
-def parse_config(raw: Mapping[str, Any], *, base_dir: Path) -> KeeperConfig:
-    sections = _Reader(raw, "")
-    sections.only("chain", "protocol", "signer", "liquidation")
-    chain = sections.section("chain")
-    protocol = sections.section("protocol")
-    signer = sections.section("signer")
-    liquidation = sections.section("liquidation")
-    chain.only("chain_id", "rpc_url", "ws_url", "poll_interval_s", "log_chunk_blocks")
-    protocol.only("credit_managers", "deploy_block")
-    liquidation.only(
-        "native_token",
-        "min_profit_usd",
-        "emergency",
-        "priority_fee_gwei",
-        "max_fee_gwei",
-        "inclusion_timeout_s",
-        "gas_limit_margin_bps",
-        "max_failures",
-        "failure_cooldown_s",
-        "feed_check_interval_s",
-    )
+def parse_config(
+    raw: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str, str] = _NO_ENVIRONMENT
+) -> KeeperConfig:
+    """Validates a parsed TOML document overridden by `environ`; relative paths in the document
+    resolve against `base_dir`, those in the environment against the working directory."""
+    sections = _settings(raw, base_dir, environ)
+    chain = _Section("chain", sections["chain"])
+    protocol = _Section("protocol", sections["protocol"])
+    liquidation = _Section("liquidation", sections["liquidation"])
+    ops = _Section("ops", sections["ops"])
+    ops_defaults = OpsConfig()
     config = KeeperConfig(
         chain=ChainConfig(
-            chain_id=chain.integer("chain_id", minimum=1),
-            rpc_url=chain.required_url("rpc_url", ("http://", "https://")),
-            ws_url=chain.url("ws_url", ("ws://", "wss://"), required=False),
-            poll_interval_s=chain.number("poll_interval_s", default=1.0, minimum=0.05),
-            log_chunk_blocks=chain.integer("log_chunk_blocks", default=5_000, minimum=1),
+            chain_id=chain.get("chain_id", _integer(minimum=1)),
+            rpc_url=_rpc_url(chain),
+            ws_url=_secret_url(chain, "ws_url", ("ws://", "wss://")),
+            poll_interval_s=chain.get("poll_interval_s", _number(minimum=0.05), default=1.0),
+            log_chunk_blocks=chain.get("log_chunk_blocks", _integer(minimum=1), default=5_000),
         ),
         protocol=ProtocolConfig(
-            credit_managers=protocol.addresses("credit_managers"),
-            deploy_block=protocol.integer("deploy_block", minimum=0),
+            credit_managers=protocol.get("credit_managers", _addresses),
+            deploy_block=protocol.get("deploy_block", _integer(minimum=0)),
         ),
-        signer=_signer(signer, base_dir),
+        signer=_signer(_Section("signer", sections["signer"])),
         liquidation=LiquidationConfig(
-            native_token=liquidation.address("native_token"),
-            min_profit_usd=liquidation.decimal("min_profit_usd", default=Decimal(0)),
-            emergency=liquidation.boolean("emergency", default=False),
+            native_token=liquidation.get("native_token", _address),
+            min_profit_usd=liquidation.get("min_profit_usd", _decimal, default=Decimal(0)),
+            emergency=liquidation.get("emergency", _boolean, default=False),
             priority_fee_wei=int(
-                liquidation.decimal("priority_fee_gwei", default=Decimal(1)) * GWEI
+                liquidation.get("priority_fee_gwei", _decimal, default=Decimal(1)) * GWEI
             ),
-            max_fee_wei=int(liquidation.decimal("max_fee_gwei", default=Decimal(500)) * GWEI),
-            inclusion_timeout_s=liquidation.number(
-                "inclusion_timeout_s", default=12.0, minimum=0.1
+            max_fee_wei=int(liquidation.get("max_fee_gwei", _decimal, default=Decimal(500)) * GWEI),
+            inclusion_timeout_s=liquidation.get(
+                "inclusion_timeout_s", _number(minimum=0.1), default=12.0
             ),
-            gas_limit_margin_bps=liquidation.integer(
-                "gas_limit_margin_bps", default=2_000, minimum=0
+            gas_limit_margin_bps=liquidation.get(
+                "gas_limit_margin_bps", _integer(minimum=0), default=2_000
             ),
-            max_failures=liquidation.integer("max_failures", default=3, minimum=1),
-            failure_cooldown_s=liquidation.number("failure_cooldown_s", default=300.0, minimum=0),
-            feed_check_interval_s=liquidation.number(
-                "feed_check_interval_s", default=60.0, minimum=1
+            max_failures=liquidation.get("max_failures", _integer(minimum=1), default=3),
+            failure_cooldown_s=liquidation.get(
+                "failure_cooldown_s", _number(minimum=0), default=300.0
+            ),
+            feed_check_interval_s=liquidation.get(
+                "feed_check_interval_s", _number(minimum=1), default=60.0
+            ),
+        ),
+        ops=OpsConfig(
+            metrics_host=ops.get("metrics_host", _string, default=ops_defaults.metrics_host),
+            metrics_port=ops.get(
+                "metrics_port",
+                _integer(minimum=0, maximum=65_535),
+                default=ops_defaults.metrics_port,
+            ),
+            head_stale_s=ops.get(
+                "head_stale_s", _number(minimum=1), default=ops_defaults.head_stale_s
+            ),
+            min_native_balance_wei=int(
+                ops.get(
+                    "min_native_balance",
+                    _decimal,
+                    default=Decimal(ops_defaults.min_native_balance_wei) / WEI_PER_NATIVE,
+                )
+                * WEI_PER_NATIVE
+            ),
+            shutdown_grace_s=ops.get(
+                "shutdown_grace_s",
+                _number(minimum=0, maximum=9),
+                default=ops_defaults.shutdown_grace_s,
+            ),
+            loop_stall_s=ops.get(
+                "loop_stall_s", _number(minimum=0.1), default=ops_defaults.loop_stall_s
             ),
         ),
     )
     if config.liquidation.max_fee_wei < config.liquidation.priority_fee_wei:
         raise ConfigError(
-            "liquidation.max_fee_gwei",
+            liquidation.name_of("max_fee_gwei"),
             str(Decimal(config.liquidation.max_fee_wei) / GWEI),
-            "must be at least liquidation.priority_fee_gwei",
+            f"must be at least {liquidation.name_of('priority_fee_gwei')}",
         )
     return config
 
 
-def _signer(section: _Reader, base_dir: Path) -> SignerConfig:
-    section.only("keystore", "password_file", "private_key_env")
-    keystore = section.path("keystore", base_dir)
-    password_file = section.path("password_file", base_dir)
-    private_key_env = section.string("private_key_env", required=False)
-    if private_key_env is not None and (keystore or password_file):
-        raise ConfigError(
-            "signer", "keystore and private_key_env", "set either keystore + password_file or "
-            "private_key_env, not both"
-        )  # fmt: skip
-    if private_key_env is None and not (keystore and password_file):
-        raise ConfigError(
-            "signer",
-            {k: section.raw.get(k) for k in ("keystore", "password_file")},
-            "set keystore and password_file (paths), or private_key_env (the name of an "
-            "environment variable holding the key)",
-        )
-    return SignerConfig(keystore, password_file, private_key_env)
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    """One value as given: a TOML value, or the text of an environment variable (or of the file
+    one names), which is converted by the field's type."""
+
+    value: Any
+    name: str  # what errors call it: "chain.rpc_url" or "ASGARD_KEEPER_CHAIN_RPC_URL"
+    from_environment: bool  # then `value` is text
+    base_dir: Path  # where a relative path in it resolves
 
 
-class _Reader:
-    """Typed access to one TOML table; each accessor knows its field's full name for errors."""
-
-    def __init__(self, raw: Mapping[str, Any], prefix: str) -> None:
-        self.raw = raw
-        self._prefix = prefix
-
-    def _name(self, key: str) -> str:
-        return f"{self._prefix}{key}"
-
-    def only(self, *keys: str) -> None:
-        for key in self.raw:
+def _settings(
+    raw: Mapping[str, Any], base_dir: Path, environ: Mapping[str, str]
+) -> dict[str, dict[str, _Setting]]:
+    """Every section's settings: the file's, each replaced by its environment variable if set."""
+    for key in raw:
+        if key not in CONFIG_KEYS:
+            raise ConfigError(
+                key,
+                _NOT_SHOWN,
+                f"unknown; the file holds the tables {', '.join(f'[{s}]' for s in CONFIG_KEYS)} "
+                "and every key belongs under one of them",
+            )
+    sections: dict[str, dict[str, _Setting]] = {}
+    for section, keys in CONFIG_KEYS.items():
+        table = raw.get(section, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(section, table, f"must be a [{section}] table")
+        for key in table:
             if key not in keys:
+                # A misspelt key may hold a secret (a mistyped rpc_url): its value is not shown.
                 raise ConfigError(
-                    self._name(key), self.raw[key], f"unknown; expected one of {keys}"
+                    f"{section}.{key}", _NOT_SHOWN, f"unknown; expected one of {keys}"
                 )
+        sections[section] = {
+            key: _Setting(value, f"{section}.{key}", False, base_dir)
+            for key, value in table.items()
+        }
+    for section, key, setting in _environment_settings(environ):
+        settings = sections[section]
+        for replaced in _REPLACES.get((section, key), ()):
+            if replaced in settings and not settings[replaced].from_environment:
+                del settings[replaced]
+        settings[key] = setting
+    return sections
 
-    def section(self, key: str) -> _Reader:
-        value = self.raw.get(key)
-        if not isinstance(value, Mapping):
-            raise ConfigError(self._name(key), value, f"add a [{key}] table")
-        return _Reader(value, f"{self._name(key)}.")
 
-    def _get(self, key: str, default: Any, required: bool) -> Any:
-        if key in self.raw:
-            return self.raw[key]
-        if default is None and required:
-            raise ConfigError(self._name(key), None, "required; add it")
+def _environment_settings(environ: Mapping[str, str]) -> Iterator[tuple[str, str, _Setting]]:
+    """(section, key, setting) for every ASGARD_KEEPER_<SECTION>_<KEY>[_FILE] variable; those
+    whose <SECTION> is not a section (ASGARD_KEEPER_KEY, say) belong to something else."""
+    for variable, text in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        section_part, _, key_part = variable.removeprefix(ENV_PREFIX).partition("_")
+        section, key = section_part.lower(), key_part.lower()
+        if section not in CONFIG_KEYS:
+            continue
+        keys = CONFIG_KEYS[section]
+        if key in keys:
+            yield section, key, _Setting(text.strip(), variable, True, Path())
+        elif key.endswith("_file") and key.removesuffix("_file") in keys:
+            key = key.removesuffix("_file")
+            direct = env_variable(section, key)
+            path = Path(text.strip())
+            if direct in environ:
+                raise ConfigError(variable, str(path), f"{direct} is set too; set only one of them")
+            content = _read_file(variable, path)
+            yield section, key, _Setting(content, variable, True, Path())
+        else:
+            names = ", ".join(env_variable(section, k) for k in keys)
+            raise ConfigError(
+                variable,
+                _NOT_SHOWN,
+                f"unknown key {key_part!r} in [{section}]; expected one of {names} "
+                "(or one of them + _FILE)",
+            )
+
+
+def _read_file(field: str, path: Path) -> str:
+    """A secret file's content without surrounding whitespace; errors show the path, never the
+    content."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(field, str(path), "the file is not UTF-8 text") from None
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(
+            field,
+            str(path),
+            f"cannot be read ({reason}); check the path and that the keeper may read it",
+        ) from None
+
+
+class _Section:
+    """The settings of one section, read with a converter per field type."""
+
+    def __init__(self, name: str, settings: Mapping[str, _Setting]) -> None:
+        self._name = name
+        self._settings = settings
+
+    def setting(self, key: str) -> _Setting | None:
+        return self._settings.get(key)
+
+    def name_of(self, key: str) -> str:
+        """What errors call `key`: the variable that set it, or its name in the file."""
+        setting = self._settings.get(key)
+        return f"{self._name}.{key}" if setting is None else setting.name
+
+    def get(self, key: str, convert: Callable[[_Setting], T], *, default: T | None = None) -> T:
+        """The converted value of `key`, its `default` when absent, or (no default) an error."""
+        setting = self._settings.get(key)
+        if setting is not None:
+            return convert(setting)
+        if default is None:
+            raise ConfigError(
+                f"{self._name}.{key}",
+                None,
+                f"required; add it to [{self._name}] or set {env_variable(self._name, key)}",
+            )
         return default
 
-    def integer(self, key: str, *, default: int | None = None, minimum: int = 0) -> int:
-        value = self._get(key, default, True)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(self._name(key), value, f"must be a whole number >= {minimum}")
+    def optional(self, key: str, convert: Callable[[_Setting], T]) -> T | None:
+        setting = self._settings.get(key)
+        return None if setting is None else convert(setting)
+
+
+def _secret_url(section: _Section, key: str, schemes: tuple[str, ...]) -> str | None:
+    """`key`, or the content of the file named by `key`_file (one of them at most)."""
+    direct = section.setting(key)
+    in_file = section.setting(f"{key}_file")
+    if direct is not None and in_file is not None:
+        raise ConfigError(
+            in_file.name, in_file.value, f"{direct.name} is set too; set only one of them"
+        )
+    if in_file is not None:
+        content = _read_file(in_file.name, _path(in_file))
+        direct = _Setting(content, in_file.name, False, in_file.base_dir)
+    return None if direct is None else _url(direct, schemes)
+
+
+def _rpc_url(chain: _Section) -> str:
+    url = _secret_url(chain, "rpc_url", ("http://", "https://"))
+    if url is None:
+        raise ConfigError(
+            "chain.rpc_url",
+            None,
+            "required; add rpc_url (or rpc_url_file) to [chain], or set "
+            f"{env_variable('chain', 'rpc_url')} (or {env_variable('chain', 'rpc_url_file')})",
+        )
+    return url
+
+
+def _signer(section: _Section) -> SignerConfig:
+    keystore = section.optional("keystore", _path)
+    password_file = section.optional("password_file", _path)
+    private_key_env = section.optional("private_key_env", _variable_name)
+    private_key_file = section.optional("private_key_file", _path)
+    given = [
+        section.name_of(key)
+        for key in ("keystore", "password_file", "private_key_env", "private_key_file")
+        if section.setting(key) is not None
+    ]
+    ways = (keystore or password_file, private_key_env, private_key_file)
+    if sum(way is not None for way in ways) > 1:
+        raise ConfigError(
+            "signer",
+            ", ".join(given),
+            "set exactly one of keystore + password_file, private_key_env or private_key_file",
+        )
+    if (keystore is None) != (password_file is None) or not given:
+        raise ConfigError(
+            "signer",
+            {"keystore": _shown_path(keystore), "password_file": _shown_path(password_file)},
+            "set keystore and password_file (paths), or private_key_env (the name of an "
+            "environment variable holding the key), or private_key_file (the path of a file "
+            f"holding the key), in [signer] or as {env_variable('signer', '<KEY>')}",
+        )
+    return SignerConfig(keystore, password_file, private_key_env, private_key_file)
+
+
+def _shown_path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _integer(*, minimum: int, maximum: int | None = None) -> Callable[[_Setting], int]:
+    bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+
+    def convert(setting: _Setting) -> int:
+        value = setting.value
+        if setting.from_environment:
+            with contextlib.suppress(ValueError):
+                value = int(value)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
+            raise ConfigError(setting.name, setting.value, f"must be a whole number {bounds}")
         return value
 
-    def number(self, key: str, *, default: float | None = None, minimum: float = 0) -> float:
-        value = self._get(key, default, True)
+    return convert
+
+
+def _number(*, minimum: float, maximum: float | None = None) -> Callable[[_Setting], float]:
+    bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+
+    def convert(setting: _Setting) -> float:
+        value = setting.value
+        if setting.from_environment:
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
             or value < minimum
+            or (maximum is not None and value > maximum)
         ):
-            raise ConfigError(self._name(key), value, f"must be a number >= {minimum}")
+            raise ConfigError(setting.name, setting.value, f"must be a number {bounds}")
         return float(value)
 
-    def decimal(self, key: str, *, default: Decimal) -> Decimal:
-        value = self._get(key, default, True)
-        try:
-            parsed = Decimal(str(value)) if not isinstance(value, bool) else Decimal("nan")
-        except InvalidOperation:
-            parsed = Decimal("nan")
-        if not parsed.is_finite() or parsed < 0:
-            raise ConfigError(self._name(key), value, 'must be a number >= 0, e.g. "1.5"')
-        return parsed
+    return convert
 
-    def boolean(self, key: str, *, default: bool) -> bool:
-        value = self._get(key, default, True)
-        if not isinstance(value, bool):
-            raise ConfigError(self._name(key), value, "must be true or false")
-        return value
 
-    def string(self, key: str, *, required: bool = True) -> str | None:
-        value = self._get(key, None, required)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(self._name(key), value, "must be a non-empty string")
-        return value
+def _decimal(setting: _Setting) -> Decimal:
+    value = setting.value
+    try:
+        parsed = Decimal(str(value)) if not isinstance(value, bool) else Decimal("nan")
+    except InvalidOperation:
+        parsed = Decimal("nan")
+    if not parsed.is_finite() or parsed < 0:
+        raise ConfigError(setting.name, value, 'must be a number >= 0, e.g. "1.5"')
+    return parsed
 
-    def url(self, key: str, schemes: tuple[str, ...], *, required: bool = True) -> str | None:
-        value = self.string(key, required=required)
-        if value is not None and not value.startswith(schemes):
-            raise ConfigError(self._name(key), value, f"must start with {' or '.join(schemes)}")
-        return value
 
-    def required_url(self, key: str, schemes: tuple[str, ...]) -> str:
-        value = self.url(key, schemes)
-        if value is None:
-            raise ConfigError(self._name(key), None, "required; add it")
-        return value
+def _boolean(setting: _Setting) -> bool:
+    value = setting.value
+    if setting.from_environment:
+        word = value.lower()
+        if word in _TRUE_WORDS + _FALSE_WORDS:
+            return word in _TRUE_WORDS
+        raise ConfigError(setting.name, value, "must be true or false (or yes/no, 1/0)")
+    if not isinstance(value, bool):
+        raise ConfigError(setting.name, value, "must be true or false")
+    return value
 
-    def path(self, key: str, base_dir: Path) -> Path | None:
-        value = self.string(key, required=False)
-        return None if value is None else (base_dir / value).resolve()
 
-    def address(self, key: str) -> str:
-        value = self._get(key, None, True)
-        return self._address(self._name(key), value)
+def _string(setting: _Setting) -> str:
+    value = setting.value
+    if not isinstance(value, str) or not value:
+        raise ConfigError(setting.name, value, "must be a non-empty string")
+    return value
 
-    def addresses(self, key: str) -> tuple[str, ...]:
-        value = self._get(key, None, True)
-        if not isinstance(value, list) or not value:
-            raise ConfigError(self._name(key), value, 'must be a list of addresses, e.g. ["0x…"]')
-        return tuple(self._address(f"{self._name(key)}[{i}]", v) for i, v in enumerate(value))
 
-    @staticmethod
-    def _address(name: str, value: object) -> str:
-        if not isinstance(value, str) or not value.startswith("0x") or not is_address(value):
-            raise ConfigError(name, value, "must be a 0x-prefixed 20-byte hex address")
-        digits = value.removeprefix("0x").removeprefix("0X")
-        if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
-            raise ConfigError(
-                name, value, "mixed case that is not its EIP-55 checksum: a typo? (check it, or "
-                "write it all lowercase)"
-            )  # fmt: skip
-        return to_checksum_address(value)
+def _url(setting: _Setting, schemes: tuple[str, ...]) -> str:
+    """A URL, shown in errors only up to its host: the rest may carry an API key."""
+    value = setting.value
+    if not isinstance(value, str) or not value:
+        shown = value if isinstance(value, int | float) or value == "" else _NOT_SHOWN
+        raise ConfigError(setting.name, shown, "must be a non-empty string")
+    if not value.startswith(schemes):
+        raise ConfigError(
+            setting.name, _redacted_url(value), f"must start with {' or '.join(schemes)}"
+        )
+    return value
+
+
+def _redacted_url(value: str) -> object:
+    """Scheme, host and port of `value` (also of a URL written without its scheme); a value that
+    does not parse is not shown at all."""
+    try:
+        if "://" in value:
+            return redact_url(value)
+        return redact_url(f"//{value}").removeprefix("://")
+    except ValueError:
+        return _NOT_SHOWN
+
+
+def _path(setting: _Setting) -> Path:
+    try:
+        return (setting.base_dir / _string(setting)).resolve()
+    except (OSError, RuntimeError) as error:  # Python 3.11 reports a symlink loop as RuntimeError
+        raise ConfigError(setting.name, setting.value, f"cannot be resolved ({error})") from None
+
+
+def _variable_name(setting: _Setting) -> str:
+    """The name of the variable holding the key; a key written here instead is not shown."""
+    value = _string(setting)
+    if not _VARIABLE_NAME.fullmatch(value) or _PRIVATE_KEY_LIKE.fullmatch(value):
+        raise ConfigError(
+            setting.name,
+            _NOT_SHOWN,
+            "must be the name of an environment variable (letters, digits and _) that holds "
+            "the key, not the key itself",
+        )
+    return value
+
+
+def _address(setting: _Setting) -> str:
+    return _checked_address(setting.name, setting.value)
+
+
+def _addresses(setting: _Setting) -> tuple[str, ...]:
+    value = setting.value
+    if setting.from_environment:
+        value = _address_list(value)
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            setting.name, setting.value, 'must be a list of addresses, e.g. ["0x…", "0x…"]'
+        )
+    return tuple(_checked_address(f"{setting.name}[{i}]", v) for i, v in enumerate(value))
+
+
+def _address_list(text: str) -> object:
+    """Addresses from an environment variable: comma-separated, or a TOML list."""
+    if not text.startswith("["):
+        return [part.strip() for part in text.split(",")]
+    try:
+        return tomllib.loads(f"list = {text}")["list"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _checked_address(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.startswith("0x") or not is_address(value):
+        raise ConfigError(name, value, "must be a 0x-prefixed 20-byte hex address")
+    digits = value.removeprefix("0x")
+    if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
+        raise ConfigError(
+            name, value, "mixed case that is not its EIP-55 checksum: a typo? (check it, or "
+            "write it all lowercase)"
+        )  # fmt: skip
+    return to_checksum_address(value)

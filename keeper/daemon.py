@@ -10,38 +10,46 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import structlog
 
-from keeper.chain.heads import Head, HeadFollower, latest_head
+from keeper.chain.heads import WEBSOCKET, Head, HeadFollower
 from keeper.chain.logs import LogFetcher
-from keeper.chain.rpc import RpcClient, RpcTransportError, redact_url
-from keeper.config import ConfigError, KeeperConfig
+from keeper.chain.rpc import RpcClient, RpcObserver, RpcTransportError
+from keeper.config import KeeperConfig
 from keeper.execution.dispatcher import Dispatcher, TxRequest
 from keeper.execution.liquidator import LiquidationPolicy, Liquidator
+from keeper.execution.observer import ExecutionObserver
 from keeper.execution.signer import Signer
-from keeper.protocol.calls import MULTICALL3_ADDRESS, feed_call, manager_call, multicall
 from keeper.protocol.events import decode_logs
-from keeper.risk.monitor import RiskMonitor
-from keeper.state.store import MarketState, PriceKey, ProtocolState, StateChanges
+from keeper.risk.monitor import Candidate, RiskMonitor
+from keeper.startup import StartupError, load_state, read_feeds
+from keeper.state.store import PriceKey, ProtocolState, StateChanges
 
 log = structlog.get_logger(__name__)
 
+_PROGRESS_LOG_INTERVAL_S = 2.0
 
-class StartupError(Exception):
-    """The chain or the contracts are not what the keeper needs; the message says what."""
+
+class KeeperObserver(RpcObserver, ExecutionObserver, Protocol):
+    """Everything the keeper's stages report as it happens (implemented by `keeper.ops`)."""
 
 
 @dataclass(slots=True)
 class Progress:
-    """Where the keeper is; read by tests and (later) health endpoints."""
+    """Where the keeper is; read by health checks, metrics and tests."""
 
     backfilled: bool = False
+    head_block: int = 0
+    head_received_at: float = 0.0  # unix time the newest head arrived
     last_block: int = 0
     last_block_timestamp: int = 0
     accounts: int = 0
+    websocket: bool = False
+    # account -> (manager, first processed block in which it was below Hf 1)
+    liquidatable_since: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,31 +61,58 @@ class Pipeline:
     state: ProtocolState
     monitor: RiskMonitor
     liquidator: Liquidator
+    dispatcher: Dispatcher
 
 
 class Keeper:
-    def __init__(self, config: KeeperConfig, signer: Signer) -> None:
+    def __init__(
+        self,
+        config: KeeperConfig,
+        signer: Signer,
+        *,
+        observer: KeeperObserver | None = None,
+    ) -> None:
         self._config = config
         self._signer = signer
+        self._observer = observer
         self.progress = Progress()
         self.pipeline: Pipeline | None = None
         self._last_feed_check = 0.0
 
+    @property
+    def config(self) -> KeeperConfig:
+        return self._config
+
     async def run(self) -> None:
         """Runs until cancelled; raises `ConfigError`/`StartupError` before following if the
-        chain does not match the configuration."""
-        rpc = RpcClient(self._config.chain.rpc_url)
+        chain does not match the configuration. On cancellation, transactions in flight are
+        followed for up to `ops.shutdown_grace_s` before it returns."""
+        rpc = RpcClient(self._config.chain.rpc_url, observer=self._observer)
         try:
             await self._run(rpc)
         finally:
             await rpc.close()
 
     async def _run(self, rpc: RpcClient) -> None:
-        await self._check_chain(rpc)
-        state = ProtocolState(await self._read_markets(rpc))
-        fetcher = LogFetcher(rpc, initial_chunk_blocks=self._config.chain.log_chunk_blocks)
-        head = await latest_head(rpc)
-        await self._backfill(rpc, fetcher, state, head)
+        last_progress_log = 0.0
+
+        def backfill_progress(done: int, total: int) -> None:
+            nonlocal last_progress_log
+            if time.monotonic() - last_progress_log >= _PROGRESS_LOG_INTERVAL_S or done == total:
+                last_progress_log = time.monotonic()
+                log.info(
+                    "keeper.backfill_progress",
+                    blocks_done=done,
+                    blocks=total,
+                    percent=round(100 * done / total, 1),
+                )
+
+        loaded = await load_state(rpc, self._config, backfill_progress)
+        state, head = loaded.state, loaded.head
+        self._last_feed_check = time.monotonic()
+        self._advance(head, state.account_count())
+        self.progress.head_block = head.number
+        self.progress.head_received_at = time.time()
         monitor = RiskMonitor(state)
         monitor.rebuild(head.timestamp)
         self._report_prices(set(monitor.stale_prices()), set())
@@ -95,9 +130,17 @@ class Keeper:
             max_fee_wei=self._config.liquidation.max_fee_wei,
             inclusion_timeout_s=self._config.liquidation.inclusion_timeout_s,
             still_wanted=still_wanted,
+            observer=self._observer,
         )
-        liquidator = Liquidator(rpc, state, dispatcher, self._signer.address, self._policy())
-        pipeline = Pipeline(rpc, fetcher, state, monitor, liquidator)
+        liquidator = Liquidator(
+            rpc,
+            state,
+            dispatcher,
+            self._signer.address,
+            self._policy(),
+            observer=self._observer,
+        )
+        pipeline = Pipeline(rpc, loaded.fetcher, state, monitor, liquidator, dispatcher)
         self.pipeline = pipeline
         dispatcher.observe_base_fee(head.base_fee_per_gas)
         dispatcher_task = asyncio.create_task(dispatcher.run(), name="dispatcher")
@@ -106,7 +149,7 @@ class Keeper:
             await _first_of(liquidator.ensure_approvals(), dispatcher_task)
             await liquidator.report_funding(head.base_fee_per_gas)
             self.progress.backfilled = True
-            await self._liquidate(monitor, liquidator, head)
+            await self._liquidate(monitor, liquidator, head, time.monotonic())
             follower = HeadFollower(
                 rpc,
                 ws_url=self._config.chain.ws_url,
@@ -116,19 +159,24 @@ class Keeper:
                 "keeper.following", from_block=head.number + 1, ws=bool(self._config.chain.ws_url)
             )
             async for new_head in follower:
+                received_at = time.monotonic()
+                self.progress.head_received_at = time.time()
+                self.progress.head_block = max(self.progress.head_block, new_head.number)
+                self.progress.websocket = follower.mode == WEBSOCKET
                 if dispatcher_task.done():
                     dispatcher_task.result()
                 if new_head.number <= self.progress.last_block:
                     continue
                 dispatcher.observe_base_fee(new_head.base_fee_per_gas)
                 try:
-                    await self._on_head(pipeline, new_head)
+                    await self._on_head(pipeline, new_head, received_at)
                 except RpcTransportError as error:
                     # Nothing was applied: the next head's handler covers this block again.
                     log.warning("keeper.block_failed", block=new_head.number, error=str(error))
         finally:
             dispatcher_task.cancel()
             await asyncio.gather(dispatcher_task, return_exceptions=True)
+            await dispatcher.drain(self._config.ops.shutdown_grace_s)
 
     # ------------------------------------------------------------------ start-up
 
@@ -145,110 +193,10 @@ class Keeper:
             failure_cooldown_s=settings.failure_cooldown_s,
         )
 
-    async def _check_chain(self, rpc: RpcClient) -> None:
-        chain_id = int(await rpc.request("eth_chainId", []), 16)
-        if chain_id != self._config.chain.chain_id:
-            raise ConfigError(
-                "chain.chain_id",
-                self._config.chain.chain_id,
-                f"the node at {redact_url(rpc.url)} serves chain {chain_id}; point rpc_url at "
-                "the right network or correct chain_id",
-            )
-        named = [
-            (f"protocol.credit_managers[{i}]", address)
-            for i, address in enumerate(self._config.protocol.credit_managers)
-        ]
-        named.append(("liquidation.native_token", self._config.liquidation.native_token))
-        for field, address in named:
-            if not await _has_code(rpc, address):
-                raise ConfigError(
-                    field, address, f"no contract at this address on chain {chain_id}"
-                )
-        if not await _has_code(rpc, MULTICALL3_ADDRESS):
-            raise StartupError(
-                f"no Multicall3 at {MULTICALL3_ADDRESS} on chain {chain_id}; the keeper batches "
-                "its reads through it (it is deployed on every major EVM chain)"
-            )
-        log.info("keeper.chain_checked", chain_id=chain_id, rpc=redact_url(rpc.url))
-
-    async def _read_markets(self, rpc: RpcClient) -> list[MarketState]:
-        managers = self._config.protocol.credit_managers
-        calls = [
-            manager_call(m, name) for m in managers for name in ("underlying", "pool", "oracle")
-        ]
-        results = await multicall(rpc, calls)
-        markets = []
-        for i, manager in enumerate(managers):
-            answers = [result.outputs for result in results[3 * i : 3 * i + 3]]
-            if any(outputs is None for outputs in answers):
-                raise ConfigError(
-                    f"protocol.credit_managers[{i}]",
-                    manager,
-                    "this contract is not a CreditManager (underlying/pool/oracle views fail)",
-                )
-            underlying, pool, oracle = (outputs[0] for outputs in answers if outputs)
-            markets.append(MarketState(manager, underlying, pool, oracle))
-        return markets
-
-    async def _backfill(
-        self, rpc: RpcClient, fetcher: LogFetcher, state: ProtocolState, head: Head
-    ) -> None:
-        """Rebuilds the protocol's state from the deploy block's logs up to `head`, then reads
-        every feed's latest answer at `head` (one read instead of its whole price history)."""
-        started = time.monotonic()
-        first = self._config.protocol.deploy_block
-        total = max(head.number - first + 1, 1)
-
-        def progress(done_to: int, to_block: int) -> None:
-            log.info(
-                "keeper.backfill_progress",
-                block=done_to,
-                to_block=to_block,
-                percent=round(100 * (done_to - first + 1) / total, 1),
-            )
-
-        logs = await fetcher.fetch(
-            state.watched_addresses(), first, head.number, on_progress=progress
-        )
-        state.apply(decode_logs(logs))
-        for market in state.markets.values():
-            if market.interest_rate is None:
-                raise ConfigError(
-                    "protocol.deploy_block",
-                    first,
-                    f"the logs from there hold no interest-rate checkpoint of pool {market.pool} "
-                    f"(CreditManager {market.manager}): set it at or before the pool's deployment",
-                )
-        await self._read_feeds(rpc, state, head.number)
-        self._last_feed_check = time.monotonic()
+    def _advance(self, head: Head, accounts: int) -> None:
         self.progress.last_block = head.number
         self.progress.last_block_timestamp = head.timestamp
-        self.progress.accounts = state.account_count()
-        log.info(
-            "keeper.backfilled",
-            from_block=first,
-            to_block=head.number,
-            logs=len(logs),
-            accounts=self.progress.accounts,
-            feeds=len(state.feeds()),
-            seconds=round(time.monotonic() - started, 3),
-        )
-
-    async def _read_feeds(self, rpc: RpcClient, state: ProtocolState, block: int) -> set[PriceKey]:
-        """Every feed's `latestRoundData` at `block`; returns the prices that changed. A missed
-        `AnswerUpdated` or a feed replaced without an event shows up here."""
-        feeds = sorted(state.feeds())
-        results = await multicall(
-            rpc, [feed_call(f, "latestRoundData") for f in feeds], block=block
-        )
-        changed: set[PriceKey] = set()
-        for feed, result in zip(feeds, results, strict=True):
-            if result.outputs is None:
-                log.error("feed.unreadable", feed=feed, revert=str(result.revert))
-                continue
-            _, answer, _, updated_at, _ = result.outputs
-            changed |= state.set_answer(feed, answer, updated_at)
-        return changed
+        self.progress.accounts = accounts
 
     @staticmethod
     def _report_prices(unusable: set[PriceKey], before: set[PriceKey]) -> None:
@@ -266,7 +214,7 @@ class Keeper:
 
     # ------------------------------------------------------------------ per block
 
-    async def _on_head(self, pipeline: Pipeline, head: Head) -> None:
+    async def _on_head(self, pipeline: Pipeline, head: Head, received_at: float) -> None:
         rpc, fetcher, state, monitor, liquidator = (
             pipeline.rpc,
             pipeline.fetcher,
@@ -281,7 +229,7 @@ class Keeper:
         if periodic_check:
             await liquidator.report_funding(head.base_fee_per_gas)
         if changes.feeds_added or periodic_check:
-            changed = await self._read_feeds(rpc, state, head.number)
+            changed = await read_feeds(rpc, state, head.number)
             if changed and not changes.feeds_added:
                 log.warning("feed.answer_without_event", prices=sorted(changed))
             changes.prices |= changed
@@ -290,11 +238,9 @@ class Keeper:
         if set(monitor.stale_prices()) != stale_before:
             self._report_prices(set(monitor.stale_prices()), set())
         self._log_changes(changes, liquidator)
-        self.progress.last_block = head.number
-        self.progress.last_block_timestamp = head.timestamp
-        self.progress.accounts = state.account_count()
+        self._advance(head, state.account_count())
         log.debug("keeper.block", block=head.number, logs=len(logs), revalued=revalued)
-        await self._liquidate(monitor, liquidator, head)
+        await self._liquidate(monitor, liquidator, head, received_at)
 
     def _feed_check_due(self) -> bool:
         now = time.monotonic()
@@ -317,14 +263,21 @@ class Keeper:
                 loss=event.loss,
             )
 
-    async def _liquidate(self, monitor: RiskMonitor, liquidator: Liquidator, head: Head) -> None:
+    async def _liquidate(
+        self, monitor: RiskMonitor, liquidator: Liquidator, head: Head, received_at: float
+    ) -> None:
         candidates = monitor.candidates(head.timestamp)
+        self._track_liquidatable(candidates, head.number)
         if candidates:
-            await liquidator.handle(candidates, head)
+            await liquidator.handle(candidates, head, received_at)
 
-
-async def _has_code(rpc: RpcClient, address: str) -> bool:
-    return await rpc.request("eth_getCode", [address, "latest"]) not in ("0x", "0x0", None)
+    def _track_liquidatable(self, candidates: list[Candidate], block: int) -> None:
+        """Remembers since which block each account has been below 1, for the alert on
+        accounts left unliquidated."""
+        since = self.progress.liquidatable_since
+        self.progress.liquidatable_since = {
+            c.account: since.get(c.account, (c.manager, block)) for c in candidates
+        }
 
 
 async def _first_of(work: Coroutine[Any, Any, None], watchdog: asyncio.Task[None]) -> None:

@@ -8,11 +8,13 @@ before the test and reverts after, so tests see the freshly deployed protocol an
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from keeper.devnet.controls import reverted_after
 from keeper.devnet.network import Devnet, running_devnet
+from tests.keeper.helpers import Harness
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +27,15 @@ def devnet() -> Iterator[Devnet]:
 def chain(devnet: Devnet) -> Iterator[Devnet]:
     with reverted_after(devnet.w3):
         yield devnet
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    """Devnets and keeper processes of one test (a running keeper follows the chain forward, so
+    it cannot share the session devnet, which tests snapshot and revert); stopped at the end,
+    keepers first."""
+    harness = Harness(tmp_path)
+    try:
+        yield harness
+    finally:
+        harness.close()

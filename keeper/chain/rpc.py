@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -67,6 +68,25 @@ class RpcTransportError(Exception):
 class _TransientError(Exception):
     """One attempt failed in a way another attempt may not; the text says how, without params."""
 
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class RpcObserver(Protocol):
+    def rpc_request(
+        self, method: str, endpoint: str, duration_s: float, error_kind: str | None
+    ) -> None:
+        """One HTTP request (each retry is one) and how it failed: `transport`, `http`,
+        `rate_limited`, `invalid_response`, `json_rpc`; None when it succeeded."""
+
+
+class _NullRpcObserver:
+    def rpc_request(
+        self, method: str, endpoint: str, duration_s: float, error_kind: str | None
+    ) -> None:
+        pass
+
 
 class RpcClient:
     """A JSON-RPC client over HTTP that several asyncio tasks may share.
@@ -84,8 +104,11 @@ class RpcClient:
         timeout_s: float = 10.0,
         attempts: int = 4,
         max_backoff_s: float = 2.0,
+        observer: RpcObserver | None = None,
     ) -> None:
         self._url = http_url
+        self._endpoint = redact_url(http_url)
+        self._observer = observer or _NullRpcObserver()
         self._provider = AsyncHTTPProvider(
             http_url,
             request_kwargs={"timeout": aiohttp.ClientTimeout(total=timeout_s)},
@@ -135,29 +158,56 @@ class RpcClient:
                 self._session = session
 
     async def _request_once(self, method: str, params: Sequence[Any]) -> Any:
+        started = time.perf_counter()
+        error_kind: str | None = "transport"
+        try:
+            result = await self._attempt(method, params)
+            error_kind = None
+            return result
+        except _TransientError as error:
+            error_kind = error.kind
+            raise
+        except RpcError:
+            error_kind = "json_rpc"
+            raise
+        except RpcTransportError:
+            error_kind = "http"
+            raise
+        except asyncio.CancelledError:
+            error_kind = None  # the caller gave up; the node did nothing wrong
+            raise
+        finally:
+            self._observer.rpc_request(
+                method, self._endpoint, time.perf_counter() - started, error_kind
+            )
+
+    async def _attempt(self, method: str, params: Sequence[Any]) -> Any:
         try:
             response = await self._provider.make_request(RPCEndpoint(method), params)
         except aiohttp.ClientResponseError as error:
             if error.status >= 500 or error.status in _RETRYABLE_CLIENT_STATUSES:
-                raise _TransientError(f"HTTP {error.status}") from None
+                kind = "rate_limited" if error.status == _RATE_LIMIT_CODE else "http"
+                raise _TransientError(f"HTTP {error.status}", kind) from None
             raise RpcTransportError(
                 f"{method} to {redact_url(self._url)} failed: HTTP {error.status}"
             ) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            raise _TransientError(type(error).__name__) from None
+            raise _TransientError(type(error).__name__, "transport") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise _TransientError("invalid JSON in response") from None
+            raise _TransientError("invalid JSON in response", "invalid_response") from None
 
         if not isinstance(response, dict):
-            raise _TransientError("response is not a JSON-RPC object")
+            raise _TransientError("response is not a JSON-RPC object", "invalid_response")
         error_object = response.get("error")
         if error_object is not None:
             rpc_error = _rpc_error(method, error_object)
             if _is_rate_limit(rpc_error):
-                raise _TransientError(f"rate limited: JSON-RPC error {rpc_error.code}")
+                raise _TransientError(
+                    f"rate limited: JSON-RPC error {rpc_error.code}", "rate_limited"
+                )
             raise rpc_error
         if "result" not in response:
-            raise _TransientError("response has neither result nor error")
+            raise _TransientError("response has neither result nor error", "invalid_response")
         return response["result"]
 
     def _log_retry(self, method: str, state: RetryCallState) -> None:

@@ -71,13 +71,14 @@ class AnvilNode:
         chain_id: int = 31337,
         port: int | None = None,
         gas_limit: int | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.chain_id = chain_id
         self.port = port or free_port()
         self._workdir = Path(tempfile.mkdtemp(prefix="asgard-anvil-"))
         args = [
             find_anvil(),
-            "--host", "127.0.0.1",
+            "--host", host,
             "--port", str(self.port),
             "--chain-id", str(chain_id),
             "--accounts", str(accounts),

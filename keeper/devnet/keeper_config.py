@@ -1,7 +1,8 @@
 """A keeper configuration for a running devnet, and the keeper as a child process.
 
 The devnet runs the real daemon (`keeper run --config …`) exactly as an operator would, in its own
-process; only the key travels by environment variable, never through the config file.
+process; the key travels by environment variable (or, for a keeper in another container, in a
+file beside the config), never inside the config file.
 """
 
 from __future__ import annotations
@@ -26,30 +27,47 @@ def keeper_config_toml(
     poll_interval_s: float = 0.25,
     inclusion_timeout_s: float = 6.0,
     emergency: bool = False,
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int = 0,
+    rpc_url: str | None = None,
+    key_file: str | None = None,
 ) -> str:
-    """The TOML a keeper needs to watch every market of the devnet in `manifest`."""
+    """The TOML a keeper needs to watch every market of the devnet in `manifest`; the metrics
+    and health endpoint listens on `metrics_host:metrics_port` (port 0: not served).
+
+    `rpc_url` is where the keeper reaches the node when that differs from the manifest's (another
+    container); the WebSocket URL is the same address. With `key_file` the signer's key is read
+    from that file (relative to the config) instead of the environment variable `key_env`."""
     deployment = manifest.deployment
     managers = ", ".join(
         f'"{deployment.address(f"CreditManager.{m}")}"' for m in deployment.markets
     )
-    ws_line = f'ws_url = "{manifest.ws_url}"\n' if use_websocket else ""
+    http_url = rpc_url or manifest.rpc_url
+    ws_url = manifest.ws_url if rpc_url is None else "ws" + rpc_url.removeprefix("http")
+    ws_line = f'ws_url = "{ws_url}"\n' if use_websocket else ""
+    signer_line = (
+        f'private_key_env = "{key_env}"' if key_file is None else f'private_key_file = "{key_file}"'
+    )
     return (
         "# Generated for a local devnet by `keeper devnet`; see config/ for documented examples.\n"
         "[chain]\n"
         f"chain_id = {deployment.chain_id}\n"
-        f'rpc_url = "{manifest.rpc_url}"\n'
+        f'rpc_url = "{http_url}"\n'
         f"{ws_line}"
         f"poll_interval_s = {poll_interval_s}\n"
         "\n[protocol]\n"
         f"credit_managers = [{managers}]\n"
         f"deploy_block = {deployment.deploy_block}\n"
         "\n[signer]\n"
-        f'private_key_env = "{key_env}"\n'
+        f"{signer_line}\n"
         "\n[liquidation]\n"
         f'native_token = "{deployment.address("WETH")}"\n'
         'min_profit_usd = "1"\n'
         f"emergency = {'true' if emergency else 'false'}\n"
         f"inclusion_timeout_s = {inclusion_timeout_s}\n"
+        "\n[ops]\n"
+        f'metrics_host = "{metrics_host}"\n'
+        f"metrics_port = {metrics_port}\n"
     )
 
 

@@ -39,14 +39,16 @@ def running_devnet(
     seed: int = 1,
     block_time: int | None = None,
     port: int | None = None,
+    host: str = "127.0.0.1",
     spec: ProtocolSpec = DEFAULT_SPEC,
 ) -> Iterator[Devnet]:
     """A devnet for the duration of the `with` block; anvil is stopped on the way out.
 
     Deployment and seeding run with instant mining; `block_time` then switches anvil to a block
-    every that many seconds, as a real chain would produce them.
+    every that many seconds, as a real chain would produce them. anvil listens on `host`
+    (0.0.0.0 to serve other containers); the devnet itself talks to it over loopback.
     """
-    with AnvilNode(port=port) as node:
+    with AnvilNode(port=port, host=host) as node:
         roles = Roles.from_keys(node.keys())
         deployment = deploy_protocol(node.rpc_url, spec, roles)
         w3 = connect(node.rpc_url)

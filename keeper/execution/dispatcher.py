@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from keeper.chain.heads import latest_head
 from keeper.chain.rpc import RpcClient, RpcError, RpcTransportError
 from keeper.execution.errors import SendErrorKind, classify_send_error
 from keeper.execution.fees import DEFAULT_MIN_BUMP_BPS, Eip1559Fees, bumped_fees, initial_fees
+from keeper.execution.observer import ExecutionObserver, NullExecutionObserver
 from keeper.execution.signer import Signer
 
 log = structlog.get_logger(__name__)
@@ -75,6 +77,8 @@ class TxResult:
     error: SendErrorKind | None = None
     detail: str = ""
     replacements: int = 0
+    sent_at: float | None = None  # clock reading when the node first accepted it
+    finished_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -83,7 +87,8 @@ class _Pending:
     nonce: int
     fees: Eip1559Fees
     hashes: list[str]
-    sent_at: float
+    first_sent_at: float
+    sent_at: float  # of the latest hash: the inclusion timeout counts from here
     future: asyncio.Future[TxResult]
     cancelling: bool = False
     cancel_hashes: set[str] = field(default_factory=set)
@@ -112,6 +117,7 @@ class Dispatcher:
         inclusion_timeout_s: float,
         min_bump_bps: int = DEFAULT_MIN_BUMP_BPS,
         still_wanted: StillWanted | None = None,
+        observer: ExecutionObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._rpc = rpc
@@ -122,6 +128,7 @@ class Dispatcher:
         self._inclusion_timeout_s = inclusion_timeout_s
         self._min_bump_bps = min_bump_bps
         self._still_wanted = still_wanted
+        self._observer = observer or NullExecutionObserver()
         self._clock = clock
         self._queue: list[_Queued] = []
         self._pending: dict[int, _Pending] = {}
@@ -134,6 +141,13 @@ class Dispatcher:
 
     def in_flight(self, key: str) -> bool:
         return key in self._keys
+
+    def in_flight_count(self) -> int:
+        return len(self._keys)
+
+    def pending_nonces(self) -> dict[int, list[str]]:
+        """Nonce -> hashes sent for it, of every transaction not yet mined."""
+        return {nonce: list(pending.hashes) for nonce, pending in self._pending.items()}
 
     def submit(self, request: TxRequest) -> asyncio.Future[TxResult]:
         """Queues `request`; the future resolves when it is mined, refused or cancelled."""
@@ -166,6 +180,33 @@ class Dispatcher:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), _CHECK_INTERVAL_S)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Ends the queue unsent and follows what is pending for up to `timeout_s`, for a clean
+        stop; call it once `run` is cancelled. Whatever is still pending then is logged: it may
+        still be mined, and the next start reads the chain's nonce after it."""
+        for queued in self._queue:
+            self._finish(
+                queued.future,
+                TxResult(queued.request, TxOutcome.NOT_SENT, detail="keeper stopping"),
+            )
+        self._queue.clear()
+        deadline = self._clock() + timeout_s
+        while self._pending and self._clock() < deadline:
+            try:
+                await self._follow_pending()
+            except RpcTransportError as error:
+                log.warning("dispatcher.node_unreachable", error=str(error))
+            if self._pending:
+                await asyncio.sleep(_CHECK_INTERVAL_S)
+        for nonce, pending in sorted(self._pending.items()):
+            log.warning(
+                "dispatcher.left_pending",
+                key=pending.request.key,
+                nonce=nonce,
+                tx_hashes=pending.hashes,
+                detail="not mined before the stop: it may still be, and a restart resumes after it",
+            )
 
     # ------------------------------------------------------------------ sending
 
@@ -225,7 +266,7 @@ class Dispatcher:
             self._queue.pop(0)
             self._next_nonce = nonce + 1
             self._pending[nonce] = _Pending(
-                request, nonce, fees, [tx_hash], self._clock(), queued.future
+                request, nonce, fees, [tx_hash], self._clock(), self._clock(), queued.future
             )
             log.info(
                 "dispatcher.sent",
@@ -247,7 +288,8 @@ class Dispatcher:
         self._queue.pop(0)
         log.warning("dispatcher.not_sent", key=request.key, error=kind.value, detail=message)
         self._finish(
-            queued.future, TxResult(request, TxOutcome.NOT_SENT, error=kind, detail=message)
+            queued.future,
+            TxResult(request, TxOutcome.NOT_SENT, error=kind, detail=message),
         )
 
     async def _node_has(self, tx_hash: str) -> bool:
@@ -258,6 +300,8 @@ class Dispatcher:
 
     def _finish(self, future: asyncio.Future[TxResult], result: TxResult) -> None:
         self._keys.discard(result.request.key)
+        result = dataclasses.replace(result, finished_at=self._clock())
+        self._observer.transaction_finished(result)
         if not future.done():
             future.set_result(result)
 
@@ -290,7 +334,12 @@ class Dispatcher:
                 log.error("dispatcher.nonce_taken", key=pending.request.key, nonce=nonce)
                 self._finish(
                     pending.future,
-                    TxResult(pending.request, TxOutcome.NONCE_TAKEN, detail="nonce used elsewhere"),
+                    TxResult(
+                        pending.request,
+                        TxOutcome.NONCE_TAKEN,
+                        detail="nonce used elsewhere",
+                        sent_at=pending.first_sent_at,
+                    ),
                 )
                 continue
             await self._replace(pending)
@@ -318,6 +367,7 @@ class Dispatcher:
                 tx_hash=tx_hash,
                 receipt=receipt,
                 replacements=pending.replacements,
+                sent_at=pending.first_sent_at,
             ),
         )
 
@@ -354,6 +404,7 @@ class Dispatcher:
             if pending.cancelling:
                 pending.cancel_hashes.add(tx_hash)
             pending.replacements += 1
+            self._observer.transaction_replaced(pending.request, cancel=pending.cancelling)
         log.info(
             "dispatcher.replaced" if kind is None else "dispatcher.replacement_refused",
             key=pending.request.key,

@@ -21,7 +21,12 @@ from keeper.chain.heads import Head
 from keeper.chain.rpc import RpcClient, RpcError
 from keeper.execution.decide import decide_liquidation, gas_cost_in_underlying
 from keeper.execution.dispatcher import Dispatcher, TxOutcome, TxRequest, TxResult
-from keeper.execution.fees import initial_fees
+from keeper.execution.fees import Eip1559Fees, initial_fees
+from keeper.execution.observer import (
+    ExecutionObserver,
+    LiquidationReport,
+    NullExecutionObserver,
+)
 from keeper.protocol.calls import (
     Call,
     CallRevertedError,
@@ -68,9 +73,40 @@ class Permission:
 
 
 @dataclass(frozen=True, slots=True)
-class _Simulation:
+class Simulation:
+    """A liquidation tried against the node: its gas estimate, or why it would revert."""
+
     gas_estimate: int | None
     revert: RevertReason | None
+
+
+@dataclass(frozen=True, slots=True)
+class GasPlan:
+    """What sending a liquidation commits to in gas, in wei per gas and wei."""
+
+    gas_limit: int
+    fees: Eip1559Fees
+    expected_wei: int
+    max_wei: int
+
+
+@dataclass(frozen=True, slots=True)
+class Funding:
+    """The signer's balances at the last funding check, in smallest units."""
+
+    native_wei: int
+    underlying: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What a liquidation in flight was decided on, for its report when it ends."""
+
+    manager: str
+    underlying: str
+    trigger_block: int
+    head_received_at: float
+    premium: Decimal
 
 
 class Liquidator:
@@ -82,6 +118,7 @@ class Liquidator:
         signer_address: str,
         policy: LiquidationPolicy,
         *,
+        observer: ExecutionObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._rpc = rpc
@@ -89,12 +126,20 @@ class Liquidator:
         self._dispatcher = dispatcher
         self._signer = signer_address
         self._policy = policy
+        self._observer = observer or NullExecutionObserver()
         self._clock = clock
         self._failures: dict[str, int] = {}
         self._skip_until: dict[str, float] = {}
         self._reserved: dict[str, tuple[str, int, int]] = {}  # account -> (token, amount, gas wei)
         self._last_refusal: dict[str, str] = {}
         self._announced: dict[str, Permission] = {}
+        self._attempts: dict[str, _Attempt] = {}
+        self.funding: Funding | None = None
+
+    def skip_listed(self) -> int:
+        """Accounts on the failure cooldown now."""
+        now = self._clock()
+        return sum(1 for until in self._skip_until.values() if until > now)
 
     # ------------------------------------------------------------------ permissions
 
@@ -156,7 +201,8 @@ class Liquidator:
         """Logs the signer's gas and underlying balances; warns when gas would not cover a few
         liquidations at today's fees, before a liquidation has to be refused for it."""
         underlyings = sorted({m.underlying for m in self._state.markets.values()})
-        gas_balance, token_balances = await self._balances(underlyings)
+        gas_balance, token_balances = await self.balances(underlyings)
+        self.funding = Funding(gas_balance, dict(token_balances))
         fees = initial_fees(
             base_fee_wei, self._policy.priority_fee_wei, max_fee_cap=self._policy.max_fee_wei
         )
@@ -170,7 +216,8 @@ class Liquidator:
             underlying_balances=token_balances,
         )
 
-    async def _balances(self, tokens: Sequence[str]) -> tuple[int, dict[str, int]]:
+    async def balances(self, tokens: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """The signer's native (gas) balance in wei and its balance of each of `tokens`."""
         calls = [multicall_call("getEthBalance", self._signer)]
         calls += [token_call(token, "balanceOf", self._signer) for token in tokens]
         results = await multicall(self._rpc, calls)
@@ -179,8 +226,11 @@ class Liquidator:
 
     # ------------------------------------------------------------------ liquidating
 
-    async def handle(self, candidates: Sequence[Candidate], head: Head) -> None:
-        """Queues a liquidation for every candidate that passes every check."""
+    async def handle(
+        self, candidates: Sequence[Candidate], head: Head, head_received_at: float
+    ) -> None:
+        """Queues a liquidation for every candidate that passes every check; `head_received_at`
+        (a `time.monotonic()` reading) is when `head` arrived, the start of its latency."""
         now = self._clock()
         eligible = []
         for candidate in sorted(candidates, key=lambda c: c.health.health_factor_wad):
@@ -195,8 +245,8 @@ class Liquidator:
         if not eligible:
             return
         underlyings = sorted({self._state.markets[c.manager].underlying for c in eligible})
-        gas_balance, token_balances = await self._balances(underlyings)
-        simulations = await asyncio.gather(*(self._simulate(c) for c in eligible))
+        gas_balance, token_balances = await self.balances(underlyings)
+        simulations = await asyncio.gather(*(self.simulate(c.manager, c.account) for c in eligible))
         for token, amount, gas_wei in self._reserved.values():
             token_balances[token] = token_balances.get(token, 0) - amount
             gas_balance -= gas_wei
@@ -208,7 +258,7 @@ class Liquidator:
             planned = self._plan(candidate, simulation.gas_estimate, head)
             if planned is None:
                 continue
-            request, amount_paid, max_gas_wei = planned
+            request, amount_paid, max_gas_wei, premium = planned
             underlying = self._state.markets[candidate.manager].underlying
             if token_balances[underlying] < amount_paid:
                 self._refuse(
@@ -226,27 +276,31 @@ class Liquidator:
             token_balances[underlying] -= amount_paid
             gas_balance -= max_gas_wei
             self._reserved[candidate.account] = (underlying, amount_paid, max_gas_wei)
+            decimals = self._state.prices[self._state.markets[candidate.manager].oracle][
+                underlying
+            ].token_decimals
+            self._attempts[candidate.account] = _Attempt(
+                candidate.manager,
+                underlying,
+                head.number,
+                head_received_at,
+                Decimal(premium).scaleb(-decimals),
+            )
             future = self._dispatcher.submit(request)
+            self._observer.liquidation_attempted(candidate.manager)
             future.add_done_callback(self._on_result)
 
     def _plan(
         self, candidate: Candidate, gas_estimate: int, head: Head
-    ) -> tuple[TxRequest, int, int] | None:
-        """The transaction and what it costs, or None (logged) when it is not worth sending."""
+    ) -> tuple[TxRequest, int, int, int] | None:
+        """The transaction, the underlying it pays, its maximum gas cost in wei and its premium;
+        or None (logged) when it is not worth sending."""
         market = self._state.markets[candidate.manager]
         prices = self._state.prices[market.oracle]
         health = candidate.health
         payout = liquidation_payout(health.value.total_value, health.debt, market.fees)
         premium = payout.premium(health.value.total_value)
-        gas_limit = gas_estimate * (10_000 + self._policy.gas_limit_margin_bps) // 10_000
-        fees = initial_fees(
-            head.base_fee_per_gas,
-            self._policy.priority_fee_wei,
-            max_fee_cap=self._policy.max_fee_wei,
-        )
-        expected_gas_wei = gas_estimate * min(
-            fees.max_fee_per_gas, head.base_fee_per_gas + fees.max_priority_fee_per_gas
-        )
+        gas = self.gas_plan(gas_estimate, head.base_fee_per_gas)
         try:
             underlying_price = checked_price(
                 market.underlying, prices.get(market.underlying), candidate.timestamp
@@ -262,7 +316,7 @@ class Liquidator:
                 return None
             gas_cost = min_profit = 0
         else:
-            gas_cost = gas_cost_in_underlying(expected_gas_wei, native_price, underlying_price)
+            gas_cost = gas_cost_in_underlying(gas.expected_wei, native_price, underlying_price)
             min_profit = _usd_in_units(
                 self._policy.min_profit_usd,
                 underlying_price.answer,
@@ -284,9 +338,6 @@ class Liquidator:
                 min_profit=min_profit,
             )
             return None
-        liquidate = manager_call(
-            candidate.manager, "liquidateCreditAccount", candidate.account, self._signer
-        )
         log.info(
             "liquidation.decided",
             manager=candidate.manager,
@@ -301,27 +352,44 @@ class Liquidator:
             block=head.number,
         )
         self._last_refusal.pop(candidate.account, None)
-        request = TxRequest(_key(candidate.account), liquidate.target, liquidate.data, gas_limit)
-        return request, payout.amount_paid, gas_limit * fees.max_fee_per_gas
+        request = self.liquidation_request(candidate.manager, candidate.account, gas.gas_limit)
+        return request, payout.amount_paid, gas.max_wei, premium
 
-    async def _simulate(self, candidate: Candidate) -> _Simulation:
+    def gas_plan(self, gas_estimate: int, base_fee_wei: int) -> GasPlan:
+        """The gas limit (estimate plus the policy's margin), the first fees offered at
+        `base_fee_wei`, and what that costs: expected at base fee plus tip, at most the limit at
+        the max fee."""
+        gas_limit = gas_estimate * (10_000 + self._policy.gas_limit_margin_bps) // 10_000
+        fees = initial_fees(
+            base_fee_wei, self._policy.priority_fee_wei, max_fee_cap=self._policy.max_fee_wei
+        )
+        expected_wei = gas_estimate * min(
+            fees.max_fee_per_gas, base_fee_wei + fees.max_priority_fee_per_gas
+        )
+        return GasPlan(gas_limit, fees, expected_wei, gas_limit * fees.max_fee_per_gas)
+
+    def liquidation_request(self, manager: str, account: str, gas_limit: int) -> TxRequest:
+        """The transaction liquidating `account` to the signer, keyed so the dispatcher never
+        has two in flight for one account."""
+        liquidate = manager_call(manager, "liquidateCreditAccount", account, self._signer)
+        return TxRequest(_key(account), liquidate.target, liquidate.data, gas_limit)
+
+    async def simulate(self, manager: str, account: str) -> Simulation:
         """`eth_call` of the liquidation against the latest block, and its gas estimate.
 
         The estimate runs against the node's pending state on purpose: a liquidation of this
         account already waiting in the pool (sent by a competitor, or by this signer before a
         restart) makes it revert there, so the keeper does not send a duplicate."""
-        call = manager_call(
-            candidate.manager, "liquidateCreditAccount", candidate.account, self._signer
-        )
+        call = manager_call(manager, "liquidateCreditAccount", account, self._signer)
         try:
             _, gas = await asyncio.gather(
                 eth_call(self._rpc, call, sender=self._signer), self._estimate_gas(call)
             )
         except CallRevertedError as error:
-            return _Simulation(None, error.reason)
+            return Simulation(None, error.reason)
         except RpcError as error:
-            return _Simulation(None, decode_revert(error.data or ""))
-        return _Simulation(gas, None)
+            return Simulation(None, decode_revert(error.data or ""))
+        return Simulation(gas, None)
 
     async def still_wanted(self, request: TxRequest) -> bool:
         """Asked by the dispatcher before replacing a stuck transaction: does it still succeed?"""
@@ -348,12 +416,13 @@ class Liquidator:
         account = result.request.key.removeprefix("liquidate:")
         self._reserved.pop(account, None)
         receipt = result.receipt or {}
+        block = int(receipt["blockNumber"], 16) if "blockNumber" in receipt else None
         fields = {
             "account": account,
             "outcome": result.outcome.value,
             "tx_hash": result.tx_hash,
             "replacements": result.replacements,
-            "block": int(receipt["blockNumber"], 16) if "blockNumber" in receipt else None,
+            "block": block,
             "gas_used": int(receipt["gasUsed"], 16) if "gasUsed" in receipt else None,
         }
         if result.outcome is TxOutcome.INCLUDED:
@@ -365,6 +434,19 @@ class Liquidator:
             error = None if result.error is None else result.error.value
             log.error("liquidation.failed", error=error, detail=result.detail, **fields)
             self._record_failure(account)
+        attempt = self._attempts.pop(account, None)
+        if attempt is not None:
+            self._observer.liquidation_finished(
+                LiquidationReport(
+                    manager=attempt.manager,
+                    underlying=attempt.underlying,
+                    result=result,
+                    trigger_block=attempt.trigger_block,
+                    head_received_at=attempt.head_received_at,
+                    inclusion_block=block,
+                    premium=attempt.premium,
+                )
+            )
 
     def _record_failure(self, account: str) -> None:
         failures = self._failures.get(account, 0) + 1
@@ -384,6 +466,7 @@ class Liquidator:
         if self._last_refusal.get(candidate.account) == reason:
             return
         self._last_refusal[candidate.account] = reason
+        self._observer.liquidation_dropped(candidate.manager, reason)
         log.warning(
             "liquidation.refused",
             manager=candidate.manager,

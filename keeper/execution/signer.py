@@ -1,10 +1,10 @@
 """The keeper's signing key, loaded once and never shown.
 
 The key comes from an encrypted JSON keystore (with its password in a separate file, as container
-secrets are mounted) or from an environment variable. Every failure names the file or variable,
-says what is wrong and how to fix it, and never includes the key, the password or the text it was
-read from; the underlying exception is dropped (`from None`) because its message or traceback
-could.
+secrets are mounted), from an environment variable, or from a file holding it in hex. Every
+failure names the file or variable, says what is wrong and how to fix it, and never includes the
+key, the password or the text it was read from; the underlying exception is dropped
+(`from None`) because its message or traceback could.
 """
 
 from __future__ import annotations
@@ -104,28 +104,43 @@ def signer_from_env(variable: str, environ: Mapping[str, str] = os.environ) -> S
             f"environment variable {variable} is not set: set it to the keeper's private key "
             "(64 hex digits, optionally 0x-prefixed) or use a keystore file"
         )
+    return _signer_from_hex(
+        value, f"environment variable {variable}", "set it to the keeper's private key"
+    )
+
+
+def signer_from_file(path: Path) -> Signer:
+    """A key given as 64 hex digits, with or without 0x, in the file `path` (a mounted secret);
+    surrounding whitespace such as the trailing newline is ignored."""
+    return _signer_from_hex(
+        _read_text(path, "private key file"),
+        f"private key file {path}",
+        "write the keeper's private key in it",
+    )
+
+
+def _signer_from_hex(value: str, source: str, fill_in: str) -> Signer:
+    """`value` as a key; errors name `source` (a variable or file), say to `fill_in` when it is
+    empty, and never show `value`."""
     digits = re.sub(r"^0[xX]", "", value.strip())
     if not digits:
-        raise SignerError(
-            f"environment variable {variable} is empty: set it to the keeper's private key "
-            "(64 hex digits, optionally 0x-prefixed)"
-        )
+        raise SignerError(f"{source} is empty: {fill_in} (64 hex digits, optionally 0x-prefixed)")
     if not all(c in string.hexdigits for c in digits):
         raise SignerError(
-            f"environment variable {variable} is not a private key: it contains characters "
-            "other than hex digits (after an optional 0x); check for quotes or a pasted address"
+            f"{source} is not a private key: it contains characters other than hex digits "
+            "(after an optional 0x); check for quotes or a pasted address"
         )
     if len(digits) != _PRIVATE_KEY_HEX_DIGITS:
         raise SignerError(
-            f"environment variable {variable} is not a private key: it has {len(digits)} hex "
-            f"digits, a key has {_PRIVATE_KEY_HEX_DIGITS} (an address has 40)"
+            f"{source} is not a private key: it has {len(digits)} hex digits, a key has "
+            f"{_PRIVATE_KEY_HEX_DIGITS} (an address has 40)"
         )
     try:
         account = Account.from_key(bytes.fromhex(digits))
     except ValueError:
         raise SignerError(
-            f"environment variable {variable} is not a valid secp256k1 private key "
-            "(zero or not below the curve order); generate a new key"
+            f"{source} is not a valid secp256k1 private key (zero or not below the curve "
+            "order); generate a new key"
         ) from None
     return Signer(account)
 

@@ -12,7 +12,7 @@ import json
 import time
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -27,7 +27,7 @@ from keeper.daemon import Keeper
 from keeper.devnet.anvil import DevKey
 from keeper.devnet.controls import latest_answer, set_price
 from keeper.devnet.keeper_config import KEY_ENV, KeeperProcess, keeper_config_toml
-from keeper.devnet.network import Devnet
+from keeper.devnet.network import Devnet, running_devnet
 from keeper.execution.signer import signer_from_env
 
 T = TypeVar("T")
@@ -228,6 +228,70 @@ class KeeperRun:
         if self.exit_code is None:
             self.exit_code = self.process.stop()
         return self.exit_code
+
+
+class Harness:
+    """Starts devnets and keeper processes for one test; `close()` stops them, keepers first
+    (by their pids), then anvil with its temp dir."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self._stack = ExitStack()
+
+    def devnet(self, *, accounts: int = 0, seed: int = 1, block_time: int | None = None) -> Devnet:
+        """anvil on a free port + the protocol + `accounts` seeded accounts; with `block_time`,
+        anvil then mines a block every that many seconds."""
+        return self._stack.enter_context(
+            running_devnet(accounts=accounts, seed=seed, block_time=block_time)
+        )
+
+    def write_config(
+        self,
+        net: Devnet,
+        name: str = "keeper",
+        *,
+        inclusion_timeout_s: float = 6.0,
+        use_websocket: bool = True,
+        metrics_port: int = 0,
+    ) -> Path:
+        """The keeper's TOML for `net`, as `keeper devnet --keeper` writes it."""
+        path = self.tmp_path / f"{name}.toml"
+        path.write_text(
+            keeper_config_toml(
+                net.manifest(),
+                inclusion_timeout_s=inclusion_timeout_s,
+                use_websocket=use_websocket,
+                metrics_port=metrics_port,
+            )
+        )
+        return path
+
+    def start_keeper(
+        self,
+        net: Devnet,
+        key: DevKey,
+        name: str = "keeper",
+        *,
+        inclusion_timeout_s: float = 6.0,
+        use_websocket: bool = True,
+        metrics_port: int = 0,
+    ) -> KeeperRun:
+        """`keeper run --config <tmp>/<name>.toml` with `key`, logging to <tmp>/<name>.log; HTTP
+        polling for heads instead of WebSocket newHeads with `use_websocket=False`; metrics and
+        health endpoints on localhost:`metrics_port` unless it is 0."""
+        config = self.write_config(
+            net,
+            name,
+            inclusion_timeout_s=inclusion_timeout_s,
+            use_websocket=use_websocket,
+            metrics_port=metrics_port,
+        )
+        run = KeeperRun(name, config, key, self.tmp_path / f"{name}.log")
+        self._stack.callback(run.stop)
+        return run
+
+    def close(self) -> None:
+        self._stack.close()
 
 
 # ---------------------------------------------------------------------------- keeper in-process

@@ -16,9 +16,9 @@ from keeper.devnet.controls import latest_answer
 from keeper.devnet.network import Devnet
 from keeper.devnet.report import read_accounts
 from keeper.devnet.tx import send
-from tests.keeper.conftest import Harness
 from tests.keeper.helpers import (
     GWEI,
+    Harness,
     InProcessKeeper,
     assert_nonces_clean,
     check_keeper_transactions,

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from keeper.devnet.controls import advance_time, refresh_feeds
-from tests.keeper.conftest import Harness
 from tests.keeper.helpers import (
     WAD,
+    Harness,
     check_keeper_transactions,
     feed_answers,
     health_factor,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from keeper.devnet.tx import send
-from tests.keeper.conftest import Harness
 from tests.keeper.helpers import (
+    Harness,
     check_keeper_transactions,
     crash,
     liquidatable_at,

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from keeper.devnet.report import read_accounts
-from tests.keeper.conftest import Harness
 from tests.keeper.helpers import (
     WAD,
+    Harness,
     assert_nonces_clean,
     check_keeper_transactions,
     crash,

@@ -16,8 +16,8 @@ from keeper.devnet.network import Devnet
 from keeper.devnet.tx import send
 from keeper.risk.health import account_health, cumulative_index_at
 from keeper.state.model import CreditAccountState
-from tests.keeper.conftest import Harness
 from tests.keeper.helpers import (
+    Harness,
     InProcessKeeper,
     keeper_in_process,
     manager_of,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from keeper.devnet.controls import latest_answer
-from tests.keeper.conftest import Harness
 from tests.keeper.helpers import (
+    Harness,
     KeeperRun,
     assert_nonces_clean,
     check_keeper_transactions,

@@ -4,6 +4,7 @@ operator can make is refused with the field's full name and the value found."""
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -12,15 +13,22 @@ from typing import Any
 import pytest
 
 from keeper.config import (
+    CONFIG_KEYS,
     ChainConfig,
     ConfigError,
     KeeperConfig,
     LiquidationConfig,
+    OpsConfig,
     ProtocolConfig,
     SignerConfig,
+    env_variable,
     load_config,
     parse_config,
 )
+from keeper.devnet.anvil import DevKey
+from keeper.devnet.deploy import Deployment, Roles
+from keeper.devnet.keeper_config import keeper_config_toml
+from keeper.devnet.manifest import Manifest
 
 REPO = Path(__file__).resolve().parents[2]
 MANAGER_1 = "0x0B306BF915C4d645ff596e518fAf3F9669b97016"
@@ -56,6 +64,14 @@ def complete() -> dict[str, Any]:
             "failure_cooldown_s": 60.5,
             "feed_check_interval_s": 15,
         },
+        "ops": {
+            "metrics_host": "0.0.0.0",
+            "metrics_port": 9200,
+            "head_stale_s": 30,
+            "min_native_balance": "0.25",
+            "shutdown_grace_s": 8.5,
+            "loop_stall_s": 2,
+        },
     }
 
 
@@ -75,7 +91,10 @@ def test_a_complete_config_parses_to_exact_values() -> None:
         chain=ChainConfig(31337, "http://127.0.0.1:8545", "ws://127.0.0.1:8546", 0.5, 2_000),
         protocol=ProtocolConfig((MANAGER_1, MANAGER_2), 17),
         signer=SignerConfig(
-            BASE / "keys/keeper.json", Path("/run/secrets/password"), private_key_env=None
+            BASE / "keys/keeper.json",
+            Path("/run/secrets/password"),
+            private_key_env=None,
+            private_key_file=None,
         ),
         liquidation=LiquidationConfig(
             native_token=WETH,
@@ -89,15 +108,24 @@ def test_a_complete_config_parses_to_exact_values() -> None:
             failure_cooldown_s=60.5,
             feed_check_interval_s=15.0,
         ),
+        ops=OpsConfig(
+            metrics_host="0.0.0.0",
+            metrics_port=9200,
+            head_stale_s=30.0,
+            min_native_balance_wei=25 * 10**16,
+            shutdown_grace_s=8.5,
+            loop_stall_s=2.0,
+        ),
     )
     assert isinstance(config.chain.poll_interval_s, float)
     assert isinstance(config.liquidation.inclusion_timeout_s, float)
+    assert isinstance(config.ops.head_stale_s, float)
 
 
 def test_defaults_fill_every_optional_field() -> None:
     config = parse_config(minimal(), base_dir=BASE)
     assert config.chain == ChainConfig(1, "https://rpc.example.org", None, 1.0, 5_000)
-    assert config.signer == SignerConfig(None, None, "KEEPER_KEY")
+    assert config.signer == SignerConfig(None, None, "KEEPER_KEY", None)
     assert config.liquidation == LiquidationConfig(
         native_token=WETH,
         min_profit_usd=Decimal(0),
@@ -110,6 +138,15 @@ def test_defaults_fill_every_optional_field() -> None:
         failure_cooldown_s=300.0,
         feed_check_interval_s=60.0,
     )
+    assert config.ops == OpsConfig(
+        metrics_host="127.0.0.1",
+        metrics_port=9108,
+        head_stale_s=60.0,
+        min_native_balance_wei=10**17,
+        shutdown_grace_s=5.0,
+        loop_stall_s=5.0,
+    )
+    assert config.ops == OpsConfig()
 
 
 def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> None:
@@ -122,23 +159,66 @@ def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> 
     assert signer.keystore.is_absolute()
 
 
-def test_the_documented_example_parses() -> None:
-    path = REPO / "config" / "example.toml"
-    config = load_config(path)
+def test_the_production_example_parses_and_documents_every_key() -> None:
+    path = REPO / "config" / "production.example.toml"
+    config = load_config(path, environ={})
     assert config.chain.chain_id == 1
     assert config.chain.ws_url == "wss://rpc.example.org/ws"
     assert config.protocol.credit_managers == ("0x0000000000000000000000000000000000000001",)
     assert config.signer == SignerConfig(
-        Path("/run/secrets/keeper-keystore.json"), Path("/run/secrets/keeper-password"), None
+        Path("/run/secrets/keeper-keystore.json"), Path("/run/secrets/keeper-password"), None, None
     )
     assert config.liquidation.min_profit_usd == Decimal(5)
     assert config.liquidation.max_fee_wei == 300 * 10**9
     assert config.liquidation.inclusion_timeout_s == 24.0
-    # The example documents every field: none of them is left to its default.
-    raw = tomllib.loads(path.read_text())
-    documented = {f"{section}.{key}" for section, table in raw.items() for key in table}
+    # [ops] shows the defaults, so the file reads as the behaviour without it.
+    assert config.ops == OpsConfig()
+    # Every key is documented, set or as a commented alternative, with its environment variable.
+    text = path.read_text()
+    for section, keys in CONFIG_KEYS.items():
+        assert f"\n[{section}]\n" in text
+        for key in keys:
+            assert re.search(rf"^(# )?{key} = .*# {env_variable(section, key)}$", text, re.M), key
+    # Every key complete() sets is written uncommented, so each one's example value is checked.
+    raw = tomllib.loads(text)
+    written = {f"{section}.{key}" for section, table in raw.items() for key in table}
     every = {f"{section}.{key}" for section, table in complete().items() for key in table}
-    assert every - documented == set()
+    assert every - written == set()
+
+
+def test_the_devnet_example_is_what_keeper_devnet_writes() -> None:
+    """The example, with its placeholders, is exactly the generated file for the same values."""
+    path = REPO / "config" / "devnet.example.toml"
+    key = DevKey("0x" + "00" * 20, "0x" + "01" * 32)
+    manifest = Manifest(
+        rpc_url="http://127.0.0.1:8545",
+        ws_url="ws://127.0.0.1:8545",
+        deployment=Deployment(
+            chain_id=31337,
+            deploy_block=1,
+            contracts={
+                "CreditManager.USDC": "0x" + "11" * 20,
+                "CreditManager.WETH": "0x" + "22" * 20,
+                "WETH": "0x" + "33" * 20,
+            },
+            tokens=("USDC", "WETH"),
+            markets=("USDC", "WETH"),
+            decimals={"USDC": 6, "WETH": 18},
+        ),
+        roles=Roles.from_keys([key] * 6),
+        accounts=(),
+    )
+    generated = tomllib.loads(keeper_config_toml(manifest))
+    assert tomllib.loads(path.read_text()) == generated
+    config = load_config(path, environ={})
+    assert config.signer.private_key_env == "ASGARD_KEEPER_KEY"
+    assert config.ops.metrics_port == 0
+
+
+def test_the_devnet_config_serves_metrics_on_the_port_asked() -> None:
+    raw = tomllib.loads((REPO / "config" / "devnet.example.toml").read_text())
+    raw["ops"]["metrics_port"] = 9300
+    assert parse_config(raw, base_dir=BASE).ops == OpsConfig(metrics_port=9300)
 
 
 def _edit(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -159,8 +239,10 @@ DROP = object()
 
 # (field edited, value written, field the error must name, text the error must show)
 BAD_FIELDS: list[tuple[str, Any, str, str]] = [
-    ("chain", DROP, "chain", "None"),
+    # A missing section is a missing first required key: the environment could supply it.
+    ("chain", DROP, "chain.chain_id", "None"),
     ("chain", "http://x", "chain", "'http://x'"),
+    ("ops", 9108, "ops", "9108"),
     ("chain.chain_id", DROP, "chain.chain_id", "None"),
     ("chain.chain_id", 0, "chain.chain_id", "0"),
     ("chain.chain_id", "1", "chain.chain_id", "'1'"),
@@ -191,7 +273,8 @@ BAD_FIELDS: list[tuple[str, Any, str, str]] = [
     ("protocol.deploy_block", -1, "protocol.deploy_block", "-1"),
     ("protocol.deploy_block", DROP, "protocol.deploy_block", "None"),
     ("signer.keystore", "", "signer.keystore", "''"),
-    ("signer.private_key_env", "KEY", "signer", "'keystore and private_key_env'"),
+    ("signer.private_key_env", "KEY", "signer", "signer.keystore, signer.password_file, signer"),
+    ("signer.private_key_file", "key", "signer", "signer.private_key_file'"),
     ("signer.password_file", DROP, "signer", "'password_file': None"),
     ("liquidation.native_token", "WETH", "liquidation.native_token", "'WETH'"),
     ("liquidation.native_token", DROP, "liquidation.native_token", "None"),
@@ -210,12 +293,26 @@ BAD_FIELDS: list[tuple[str, Any, str, str]] = [
     ("liquidation.max_failures", 0, "liquidation.max_failures", "0"),
     ("liquidation.failure_cooldown_s", -1, "liquidation.failure_cooldown_s", "-1"),
     ("liquidation.feed_check_interval_s", 0.5, "liquidation.feed_check_interval_s", "0.5"),
+    ("ops.metrics_host", "", "ops.metrics_host", "''"),
+    ("ops.metrics_host", 127, "ops.metrics_host", "127"),
+    ("ops.metrics_port", -1, "ops.metrics_port", "-1"),
+    ("ops.metrics_port", 65_536, "ops.metrics_port", "65536"),
+    ("ops.metrics_port", "9108", "ops.metrics_port", "'9108'"),
+    ("ops.head_stale_s", 0.5, "ops.head_stale_s", "0.5"),
+    ("ops.min_native_balance", "-0.1", "ops.min_native_balance", "'-0.1'"),
+    ("ops.min_native_balance", "a lot", "ops.min_native_balance", "'a lot'"),
+    ("ops.shutdown_grace_s", -0.5, "ops.shutdown_grace_s", "-0.5"),
+    ("ops.shutdown_grace_s", 9.5, "ops.shutdown_grace_s", "9.5"),
+    ("ops.loop_stall_s", 0.05, "ops.loop_stall_s", "0.05"),
+    ("ops.loop_stall_s", float("inf"), "ops.loop_stall_s", "inf"),
     # Unknown keys are typos: a silently ignored `max_fee_gewi` would leave the 500 gwei default.
-    ("extra", {}, "extra", "{}"),
-    ("chain.rpc", "http://x", "chain.rpc", "'http://x'"),
-    ("protocol.credit_manager", [MANAGER_1], "protocol.credit_manager", repr([MANAGER_1])),
-    ("signer.key", "0xabc", "signer.key", "'0xabc'"),
-    ("liquidation.max_fee_gewi", 10, "liquidation.max_fee_gewi", "10"),
+    # Their value is not shown: a misspelt key may hold a secret.
+    ("extra", {}, "extra", "<value not shown>"),
+    ("chain.rpc", "http://x", "chain.rpc", "<value not shown>"),
+    ("protocol.credit_manager", [MANAGER_1], "protocol.credit_manager", "<value not shown>"),
+    ("signer.key", "0xabc", "signer.key", "<value not shown>"),
+    ("liquidation.max_fee_gewi", 10, "liquidation.max_fee_gewi", "<value not shown>"),
+    ("ops.metrics_prot", 1, "ops.metrics_prot", "<value not shown>"),
 ]
 
 

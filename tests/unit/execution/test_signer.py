@@ -1,4 +1,4 @@
-"""Loading the keeper's key from a keystore or the environment, and never showing it."""
+"""Loading the keeper's key from a keystore, the environment or a key file, and never showing it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ import pytest
 from eth_account import Account
 from eth_utils.crypto import keccak
 
-from keeper.execution.signer import Signer, SignerError, signer_from_env, signer_from_keystore
+from keeper.execution.signer import (
+    Signer,
+    SignerError,
+    signer_from_env,
+    signer_from_file,
+    signer_from_keystore,
+)
 
 # A throwaway test key (never funded anywhere); the tests look for any 16-digit run of it.
 KEY_HEX = "9c4b7f3e1a2d6b8c0e5f7a9d3c1b2e4f6a8d0c2e4b6f8a1c3e5d7b9f0a2c4e6d"
@@ -158,6 +164,46 @@ def test_env_errors_name_the_variable(environ: dict[str, str], match: str) -> No
     assert VARIABLE in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "content",
+    ["0x" + KEY_HEX + "\n", KEY_HEX, f"  0X{KEY_HEX.upper()}\r\n"],
+    ids=["0x-newline", "bare", "upper-padded"],
+)
+def test_key_file_in_any_spelling(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "key"
+    path.write_text(content)
+    assert signer_from_file(path).address == ADDRESS
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "is empty: write the keeper's private key in it"),
+        (b"0x\n", "is empty"),
+        (("0x" + KEY_HEX[:-1]).encode(), "has 63 hex digits, a key has 64"),
+        (ADDRESS.encode(), "has 40 hex digits"),
+        (b"0x" + b"00" * 32, "not a valid secp256k1 private key"),
+        (json.dumps({"version": 3, "kdf": KEY_HEX}).encode(), "characters other than hex"),
+        (b"\xff\xfe" + KEY_HEX.encode(), "is not UTF-8 text"),
+    ],
+    ids=["empty", "bare-0x", "short", "address", "zero", "keystore-json", "binary"],
+)
+def test_key_file_errors_name_the_file(tmp_path: Path, content: bytes, match: str) -> None:
+    path = tmp_path / "key"
+    path.write_bytes(content)
+    with pytest.raises(SignerError, match=match) as caught:
+        signer_from_file(path)
+    assert f"private key file {path}" in str(caught.value)
+    assert_error_hides_key(caught.value)
+
+
+def test_unreadable_key_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SignerError, match=r"cannot read private key file .*absent: No such file"):
+        signer_from_file(tmp_path / "absent")
+    with pytest.raises(SignerError, match=r"cannot read private key file .*: Is a directory"):
+        signer_from_file(tmp_path)
+
+
 NEAR_KEYS = [
     KEY_HEX + "0",
     "0x" + KEY_HEX + "0",
@@ -186,6 +232,9 @@ def test_no_error_or_representation_reveals_the_key(keystore: Path, tmp_path: Pa
         path.write_text(value)
         with pytest.raises(SignerError) as caught:
             signer_from_keystore(path, password_file(tmp_path, PASSWORD))
+        errors.append(caught.value)
+        with pytest.raises(SignerError) as caught:
+            signer_from_file(path)
         errors.append(caught.value)
     for error in errors:
         assert_error_hides_key(error)

@@ -1,0 +1,185 @@
+"""What every command that needs the protocol's state does first: check the chain against the
+configuration, read the markets, back-fill their history and read every feed.
+
+The daemon runs it once before following heads; `keeper accounts`, `account` and `liquidate` run
+it to answer from the same exact state the daemon would act on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from keeper.chain.heads import Head, latest_head
+from keeper.chain.logs import LogFetcher
+from keeper.chain.rpc import RpcClient, redact_url
+from keeper.config import ConfigError, KeeperConfig
+from keeper.execution.signer import (
+    Signer,
+    signer_from_env,
+    signer_from_file,
+    signer_from_keystore,
+)
+from keeper.protocol.calls import MULTICALL3_ADDRESS, feed_call, manager_call, multicall
+from keeper.protocol.events import decode_logs
+from keeper.state.store import MarketState, PriceKey, ProtocolState
+
+log = structlog.get_logger(__name__)
+
+# (blocks done, blocks in all): called as the back-fill advances.
+BackfillProgress = Callable[[int, int], None]
+
+
+class StartupError(Exception):
+    """The chain or the contracts are not what the keeper needs; the message says what."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedState:
+    """The protocol's state as of `head`, from `logs` logs since the deploy block."""
+
+    state: ProtocolState
+    fetcher: LogFetcher
+    head: Head
+    logs: int
+
+
+def load_signer(config: KeeperConfig) -> Signer:
+    """The signer the `[signer]` section names; raises `SignerError` (never showing the key)."""
+    settings = config.signer
+    if settings.private_key_env is not None:
+        return signer_from_env(settings.private_key_env)
+    if settings.private_key_file is not None:
+        return signer_from_file(settings.private_key_file)
+    if settings.keystore is None or settings.password_file is None:
+        raise ConfigError(
+            "signer", None, "set keystore + password_file, private_key_file or private_key_env"
+        )
+    return signer_from_keystore(settings.keystore, settings.password_file)
+
+
+async def load_state(
+    rpc: RpcClient, config: KeeperConfig, on_progress: BackfillProgress | None = None
+) -> LoadedState:
+    """Checks the chain, then rebuilds every market's state up to the latest head."""
+    await check_chain(rpc, config)
+    state = ProtocolState(await read_markets(rpc, config))
+    fetcher = LogFetcher(rpc, initial_chunk_blocks=config.chain.log_chunk_blocks)
+    head = await latest_head(rpc)
+    logs = await backfill(rpc, fetcher, state, config, head, on_progress=on_progress)
+    return LoadedState(state, fetcher, head, logs)
+
+
+async def check_chain(rpc: RpcClient, config: KeeperConfig) -> None:
+    """The chain id, and code at every configured address and at Multicall3."""
+    chain_id = int(await rpc.request("eth_chainId", []), 16)
+    if chain_id != config.chain.chain_id:
+        raise ConfigError(
+            "chain.chain_id",
+            config.chain.chain_id,
+            f"the node at {redact_url(rpc.url)} serves chain {chain_id}; point rpc_url at "
+            "the right network or correct chain_id",
+        )
+    for field, address in configured_addresses(config):
+        if not await has_code(rpc, address):
+            raise ConfigError(field, address, f"no contract at this address on chain {chain_id}")
+    if not await has_code(rpc, MULTICALL3_ADDRESS):
+        raise StartupError(
+            f"no Multicall3 at {MULTICALL3_ADDRESS} on chain {chain_id}; the keeper batches "
+            "its reads through it (it is deployed on every major EVM chain)"
+        )
+    log.info("keeper.chain_checked", chain_id=chain_id, rpc=redact_url(rpc.url))
+
+
+def configured_addresses(config: KeeperConfig) -> list[tuple[str, str]]:
+    """(field name, address) of every contract the configuration names."""
+    named = [
+        (f"protocol.credit_managers[{i}]", address)
+        for i, address in enumerate(config.protocol.credit_managers)
+    ]
+    named.append(("liquidation.native_token", config.liquidation.native_token))
+    return named
+
+
+async def has_code(rpc: RpcClient, address: str) -> bool:
+    return await rpc.request("eth_getCode", [address, "latest"]) not in ("0x", "0x0", None)
+
+
+async def read_markets(rpc: RpcClient, config: KeeperConfig) -> list[MarketState]:
+    """Each CreditManager's underlying, pool and oracle, in one Multicall."""
+    managers = config.protocol.credit_managers
+    calls = [manager_call(m, name) for m in managers for name in ("underlying", "pool", "oracle")]
+    results = await multicall(rpc, calls)
+    markets = []
+    for i, manager in enumerate(managers):
+        answers = [result.outputs for result in results[3 * i : 3 * i + 3]]
+        if any(outputs is None for outputs in answers):
+            raise ConfigError(
+                f"protocol.credit_managers[{i}]",
+                manager,
+                "this contract is not a CreditManager (underlying/pool/oracle views fail)",
+            )
+        underlying, pool, oracle = (outputs[0] for outputs in answers if outputs)
+        markets.append(MarketState(manager, underlying, pool, oracle))
+    return markets
+
+
+async def backfill(
+    rpc: RpcClient,
+    fetcher: LogFetcher,
+    state: ProtocolState,
+    config: KeeperConfig,
+    head: Head,
+    *,
+    on_progress: BackfillProgress | None = None,
+) -> int:
+    """Rebuilds the protocol's state from the deploy block's logs up to `head`, then reads
+    every feed's latest answer at `head` (one read instead of its whole price history); returns
+    the number of logs applied."""
+    started = time.monotonic()
+    first = config.protocol.deploy_block
+    total = max(head.number - first + 1, 1)
+
+    def progress(done_to: int, _to_block: int) -> None:
+        if on_progress is not None:
+            on_progress(done_to - first + 1, total)
+
+    logs = await fetcher.fetch(state.watched_addresses(), first, head.number, on_progress=progress)
+    state.apply(decode_logs(logs))
+    for market in state.markets.values():
+        if market.interest_rate is None:
+            raise ConfigError(
+                "protocol.deploy_block",
+                first,
+                f"the logs from there hold no interest-rate checkpoint of pool {market.pool} "
+                f"(CreditManager {market.manager}): set it at or before the pool's deployment",
+            )
+    await read_feeds(rpc, state, head.number)
+    log.info(
+        "keeper.backfilled",
+        from_block=first,
+        to_block=head.number,
+        logs=len(logs),
+        accounts=state.account_count(),
+        feeds=len(state.feeds()),
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return len(logs)
+
+
+async def read_feeds(rpc: RpcClient, state: ProtocolState, block: int) -> set[PriceKey]:
+    """Every feed's `latestRoundData` at `block`; returns the prices that changed. A missed
+    `AnswerUpdated` or a feed replaced without an event shows up here."""
+    feeds = sorted(state.feeds())
+    results = await multicall(rpc, [feed_call(f, "latestRoundData") for f in feeds], block=block)
+    changed: set[PriceKey] = set()
+    for feed, result in zip(feeds, results, strict=True):
+        if result.outputs is None:
+            log.error("feed.unreadable", feed=feed, revert=str(result.revert))
+            continue
+        _, answer, _, updated_at, _ = result.outputs
+        changed |= state.set_answer(feed, answer, updated_at)
+    return changed
