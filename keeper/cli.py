@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n"
-            "  keeper run --config config/devnet.toml   the keeper daemon against a chain\n"
+            "  keeper run --config keeper.toml      the keeper daemon against a chain\n"
+            "  keeper check-config --config keeper.toml   check the config against the chain\n"
+            "  keeper accounts --config keeper.toml --below 1.1   accounts nearest to liquidation\n"
             "  keeper devnet --accounts 20          local chain + protocol + 20 seeded accounts\n"
             "  keeper devnet --keeper --crash WETH:-30%%   ... plus the keeper and a price crash\n"
             "  keeper devnet price WETH --change -30%   crash WETH by 30 % on the running devnet\n"
@@ -108,11 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
             "Checks the chain id and that every configured contract exists, back-fills every "
             "Credit Account from the deploy block's logs, then follows new blocks (WebSocket "
             "newHeads when chain.ws_url is set, HTTP polling otherwise) and liquidates accounts "
-            "whose health factor falls below 1. Runs until SIGINT/SIGTERM."
+            "whose health factor falls below 1. Serves Prometheus metrics on /metrics and "
+            "health on /healthz (alive) and /readyz (back-filled, head moving, signer funded, "
+            "feeds fresh) at [ops] metrics_host:metrics_port. Runs until SIGINT/SIGTERM, then "
+            "follows transactions in flight for up to [ops] shutdown_grace_s."
         ),
         epilog=(
-            "the signer's key comes from [signer] keystore + password_file, or from the\n"
-            "environment variable named by [signer] private_key_env; it is never logged.\n"
+            "configuration: config/production.example.toml documents every field. Each\n"
+            "field can be set by an environment variable, which wins over the file:\n"
+            "  ASGARD_KEEPER_<SECTION>_<KEY>       e.g. ASGARD_KEEPER_CHAIN_RPC_URL=https://...\n"
+            "  ASGARD_KEEPER_<SECTION>_<KEY>_FILE  the value is read from that file (secrets)\n"
+            "the signer's key comes from [signer] keystore + password_file, private_key_file,\n"
+            "or the environment variable named by private_key_env; it is never logged.\n"
             "exit codes: 0 stopped by a signal, 1 the chain failed, 2 bad configuration.\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -262,15 +271,24 @@ async def _serve(keeper: Keeper, metrics: KeeperMetrics) -> int:
     try:
         async with contextlib.AsyncExitStack() as stack:
             if ops.metrics_port:
-                await stack.enter_async_context(
-                    ops_server(
-                        metrics,
-                        lambda: liveness(daemon, watch, ops.loop_stall_s),
-                        lambda: readiness(keeper),
-                        host=ops.metrics_host,
-                        port=ops.metrics_port,
-                    )
+                server = ops_server(
+                    metrics,
+                    lambda: liveness(daemon, watch, ops.loop_stall_s),
+                    lambda: readiness(keeper),
+                    host=ops.metrics_host,
+                    port=ops.metrics_port,
                 )
+                try:
+                    await stack.enter_async_context(server)
+                except OSError as error:
+                    daemon.cancel()
+                    await asyncio.gather(daemon, return_exceptions=True)
+                    raise ConfigError(
+                        "ops.metrics_port",
+                        ops.metrics_port,
+                        f"cannot listen on {ops.metrics_host}:{ops.metrics_port} "
+                        f"({error.strerror}); choose a free port, or 0 to serve no metrics",
+                    ) from None
             await daemon
     except asyncio.CancelledError:
         structlog.get_logger("keeper").info("keeper.stopped", reason="signal")

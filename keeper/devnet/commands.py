@@ -25,6 +25,9 @@ DEFAULT_METRICS_PORT = 9108
 def run_devnet(args: argparse.Namespace) -> int:
     manifest_path: Path = args.manifest
     keeper_config_path = manifest_path.with_name("keeper.toml")
+    if args.keeper_config is not None:
+        # A config left by a devnet that was killed names a chain that no longer exists.
+        args.keeper_config.unlink(missing_ok=True)
     print(f"starting devnet: anvil + reference protocol + {args.accounts} accounts ...")
     started = time.monotonic()
     with running_devnet(

@@ -7,8 +7,6 @@ cannot read fails the tests instead of passing with names left unchecked.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import re
 import shutil
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -39,15 +38,6 @@ METRICS_PORT = 9108
 
 
 def load_yaml(path: Path) -> Any:
-    """The one YAML document in `path` (safe loader). PyYAML is imported here, not at module level,
-    so the tests that need no YAML still run, and fail with a clear message if it is missing."""
-    if importlib.util.find_spec("yaml") is None:
-        pytest.fail(
-            "PyYAML is not installed in the project's environment: add `pyyaml` to the dev "
-            "dependency group in pyproject.toml (uv add --dev pyyaml)",
-            pytrace=False,
-        )
-    yaml = importlib.import_module("yaml")
     return yaml.safe_load(path.read_text())
 
 

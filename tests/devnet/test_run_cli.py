@@ -4,6 +4,7 @@ no traceback, and never the key; an unreachable node is a failure of the world (
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +27,14 @@ def config_text(
     manager: str = MANAGER,
     native_token: str = WETH,
     deploy_block: int = 1,
+    metrics_port: int = 0,
 ) -> str:
     return (
         f'[chain]\nchain_id = {chain_id}\nrpc_url = "{rpc_url}"\n'
         f'[protocol]\ncredit_managers = ["{manager}"]\ndeploy_block = {deploy_block}\n'
         '[signer]\nprivate_key_env = "TEST_KEEPER_KEY"\n'
         f'[liquidation]\nnative_token = "{native_token}"\n'
+        f"[ops]\nmetrics_port = {metrics_port}\n"
     )
 
 
@@ -88,6 +91,18 @@ def test_malformed_key_is_refused_without_echoing_it(tmp_path: Path) -> None:
     result = run_keeper(config, key=near_key)
     assert_clean_refusal(result, 2, "TEST_KEEPER_KEY")
     assert near_key[2:] not in (result.stdout + result.stderr).lower()
+
+
+def test_a_metrics_port_in_use_is_named_with_the_fix(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "keeper.toml"
+        config.write_text(config_text(rpc_url="http://127.0.0.1:1", metrics_port=port))
+        assert_clean_refusal(
+            run_keeper(config), 2, "ops.metrics_port", str(port), "choose a free port"
+        )
 
 
 def test_unreachable_node_exits_1(tmp_path: Path) -> None:

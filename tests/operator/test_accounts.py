@@ -107,7 +107,10 @@ def test_bad_below_and_manager_exit_2(operator: Operator) -> None:
 def test_account_breakdown_equals_the_contract_views(fresh: Operator) -> None:
     net = fresh.net
     hf, account, market = crash_weth(net)[0]
-    result = fresh.run("account", account, "--config", str(fresh.config), "--json")
+    result, text = fresh.run_all(
+        ("account", account, "--config", str(fresh.config), "--json"),
+        ("account", account.lower(), "--config", str(fresh.config)),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     breakdown = json.loads(result.stdout)
     block = breakdown["block"]
@@ -138,7 +141,6 @@ def test_account_breakdown_equals_the_contract_views(fresh: Operator) -> None:
     assert int(breakdown["payout"]["premium"]) == truth["total_value"] - payout[0]
     assert breakdown["contract_views"] == {"block": block, "match": True, "mismatches": []}
 
-    text = fresh.run("account", account.lower(), "--config", str(fresh.config))
     assert text.returncode == 0
     assert f"contract views at block {block}: match" in text.stdout.splitlines()[-1]
     assert f"  health factor   {hf_text(hf)}  LIQUIDATABLE" in text.stdout
@@ -170,17 +172,21 @@ def test_unpriced_accounts_come_first_and_the_views_refuse_them_too(fresh: Opera
         set_price(
             net.w3, net.deployment, symbol, latest_answer(net.w3, net.deployment, symbol), deployer
         )
-    rows = json_rows(
-        fresh.run("accounts", "--config", str(fresh.config), "--json", "--below", "0.5")
-    )
     link = net.deployment.address("LINK")
-    holding_link = {
+    holding_link = sorted(
         account
         for account, market in open_accounts(net).items()
         if managers(net)[market].functions.balanceOf(account, link).call()
-    }
+    )
     assert holding_link
-    assert {r["account"] for r in rows} == holding_link  # unpriced: listed whatever --below says
+    listed, breakdown = fresh.run_all(
+        ("accounts", "--config", str(fresh.config), "--json", "--below", "0.5"),
+        ("account", holding_link[0], "--config", str(fresh.config)),
+    )
+    rows = json_rows(listed)
+    assert (
+        sorted(r["account"] for r in rows) == holding_link
+    )  # unpriced: listed whatever --below says
     for row in rows:
         assert row["health_factor_wad"] is None
         assert row["liquidatable"] is False
@@ -188,11 +194,10 @@ def test_unpriced_accounts_come_first_and_the_views_refuse_them_too(fresh: Opera
         with pytest.raises(ContractCustomError):
             managers(net)[row["market"]].functions.calcHealthFactor(row["account"]).call()
 
-    account = rows[0]["account"]
-    result = fresh.run("account", account, "--config", str(fresh.config))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "  health factor   unpriced" in result.stdout
-    assert result.stdout.splitlines()[-1] == f"contract views at block {rows[0]['block']}: match"
+    assert breakdown.returncode == 0, breakdown.stdout + breakdown.stderr
+    assert "  health factor   unpriced" in breakdown.stdout
+    assert f"unpriced: price of {link} unavailable: stale since " in breakdown.stdout
+    assert breakdown.stdout.splitlines()[-1] == f"contract views at block {rows[0]['block']}: match"
 
 
 def test_backfill_progress_shows_on_a_terminal_only(operator: Operator) -> None:

@@ -4,7 +4,6 @@ missing key each give a FAIL line naming what was checked, and exit 1; an invali
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -92,45 +91,44 @@ def test_paused_market_and_stale_feeds_fail(fresh: Operator) -> None:
     assert re.search(r"PASS  feed .* \(WETH, .*updated 0 s ago", result.stdout)
 
 
-def test_wrong_chain_missing_code_and_missing_key_fail(operator: Operator, tmp_path: Path) -> None:
-    no_code = "0x" + "11" * 20
+def test_broken_configs_fail_or_exit_2(operator: Operator, tmp_path: Path) -> None:
+    """Three configs at once: the wrong chain with an address without code and an unset key
+    variable; an unreachable node (its URL carrying a secret); an invalid field."""
     text = operator.config.read_text()
+    no_code = "0x" + "11" * 20
     manager = operator.net.deployment.address("CreditManager.WETH")
-    config = tmp_path / "keeper.toml"
-    config.write_text(text.replace("chain_id = 31337", "chain_id = 1").replace(manager, no_code))
-    env = {k: v for k, v in os.environ.items() if k != "ASGARD_KEEPER_KEY"}
-    result = operator.run("check-config", "--config", str(config), env=env)
+    port = free_port()
+    wrong, unreachable, invalid = (tmp_path / f"{n}.toml" for n in ("wrong", "down", "invalid"))
+    wrong.write_text(
+        text.replace("chain_id = 31337", "chain_id = 1")
+        .replace(manager, no_code)
+        .replace('"ASGARD_KEEPER_KEY"', '"UNSET_KEEPER_KEY"')
+    )
+    unreachable.write_text(
+        text.replace(operator.net.node.rpc_url, f"http://127.0.0.1:{port}/api-key")
+    )
+    invalid.write_text(text.replace("chain_id = 31337", "chain_id = 0"))
+    result, down, refused = operator.run_all(
+        *(("check-config", "--config", str(path)) for path in (wrong, unreachable, invalid))
+    )
+
     assert result.returncode == 1
     checks, (_, failed, skipped) = lines(result.stdout)
     assert "FAIL  chain id: the node serves chain 31337, chain.chain_id is 1" in checks
     assert f"FAIL  code at protocol.credit_managers[1] {no_code}: no contract" in checks
-    assert any(c.startswith("FAIL  signer: ") and "ASGARD_KEEPER_KEY" in c for c in checks)
+    assert any(c.startswith("FAIL  signer: ") and "UNSET_KEEPER_KEY" in c for c in checks)
     assert any(c.startswith("FAIL  WebSocket") and "(chain.chain_id is 1)" in c for c in checks)
     assert failed == 4
     assert skipped == 1
     assert checks[-1].startswith("SKIP  back-fill, funds, permissions and feeds")
 
-
-def test_unreachable_node_fails_and_invalid_file_exits_2(
-    operator: Operator, tmp_path: Path
-) -> None:
-    unreachable, invalid = tmp_path / "unreachable.toml", tmp_path / "invalid.toml"
-    port = free_port()
-    text = operator.config.read_text()
-    unreachable.write_text(
-        text.replace(operator.net.node.rpc_url, f"http://127.0.0.1:{port}/api-key")
-    )
-    invalid.write_text(text.replace("chain_id = 31337", "chain_id = 0"))
-    result, refused = operator.run_all(
-        ("check-config", "--config", str(unreachable)), ("check-config", "--config", str(invalid))
-    )
-    assert result.returncode == 1
-    assert result.stdout.splitlines() == [
+    assert down.returncode == 1
+    assert down.stdout.splitlines() == [
         f"FAIL  RPC endpoint http://127.0.0.1:{port}/...: unreachable (eth_blockNumber to "
         f"http://127.0.0.1:{port}/... failed after 4 attempts: ClientConnectorError)",
         "0 passed, 1 failed",
     ]
-    assert "api-key" not in result.stdout + result.stderr
+    assert "api-key" not in down.stdout + down.stderr
 
     assert refused.returncode == 2
     assert refused.stdout == ""

@@ -72,23 +72,22 @@ def test_yes_liquidates_a_crashed_account(fresh: Operator) -> None:
 
 def test_refuses_a_healthy_account_and_a_paused_market(fresh: Operator) -> None:
     net = fresh.net
+    _, sunk, market = crash_weth(net)[0]
+    send(net.w3, managers(net)[market].functions.pause(), net.roles.deployer.address)
     hf, healthy, _ = by_health(net)[-1]
     nonce = fresh.nonce()
-    result = fresh.run("liquidate", healthy, "--config", str(fresh.config), "--yes")
+    result, paused = fresh.run_all(
+        ("liquidate", healthy, "--config", str(fresh.config), "--yes"),
+        ("liquidate", sunk, "--config", str(fresh.config), "--yes"),
+    )
     assert result.returncode == 1
     assert result.stderr == (
         f"keeper: refused: the account is not liquidatable (health factor {hf_text(hf)} >= 1); "
         "nothing sent\n"
     )
     assert "  simulation      reverts: NotLiquidatable(" in result.stdout
-    assert fresh.nonce() == nonce
-
-    _, sunk, market = crash_weth(net)[0]
-    send(net.w3, managers(net)[market].functions.pause(), net.roles.deployer.address)
-    nonce = fresh.nonce()
-    result = fresh.run("liquidate", sunk, "--config", str(fresh.config), "--yes")
-    assert result.returncode == 1
-    assert result.stderr.startswith(
+    assert paused.returncode == 1
+    assert paused.stderr.startswith(
         "keeper: refused: protocol paused and the signer is not an emergency liquidator"
     )
     assert fresh.nonce() == nonce
