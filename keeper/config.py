@@ -579,7 +579,7 @@ def _variable_name(setting: _Setting) -> str:
 
 
 def _address(setting: _Setting) -> str:
-    return _checked_address(setting.name, setting.value)
+    return checked_address(setting.name, setting.value)
 
 
 def _addresses(setting: _Setting) -> tuple[str, ...]:
@@ -590,7 +590,7 @@ def _addresses(setting: _Setting) -> tuple[str, ...]:
         raise ConfigError(
             setting.name, setting.value, 'must be a list of addresses, e.g. ["0x…", "0x…"]'
         )
-    return tuple(_checked_address(f"{setting.name}[{i}]", v) for i, v in enumerate(value))
+    return tuple(checked_address(f"{setting.name}[{i}]", v) for i, v in enumerate(value))
 
 
 def _address_list(text: str) -> object:
@@ -603,7 +603,7 @@ def _address_list(text: str) -> object:
         return text
 
 
-def _checked_address(name: str, value: object) -> str:
+def checked_address(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.startswith("0x") or not is_address(value):
         raise ConfigError(name, value, "must be a 0x-prefixed 20-byte hex address")
     digits = value.removeprefix("0x")

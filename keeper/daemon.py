@@ -19,13 +19,13 @@ from keeper.chain.heads import WEBSOCKET, Head, HeadFollower
 from keeper.chain.logs import LogFetcher
 from keeper.chain.rpc import RpcClient, RpcObserver, RpcTransportError
 from keeper.config import KeeperConfig
-from keeper.execution.dispatcher import Dispatcher, TxRequest
-from keeper.execution.liquidator import LiquidationPolicy, Liquidator
+from keeper.execution.dispatcher import Dispatcher
+from keeper.execution.liquidator import Liquidator
 from keeper.execution.observer import ExecutionObserver
 from keeper.execution.signer import Signer
 from keeper.protocol.events import decode_logs
 from keeper.risk.monitor import Candidate, RiskMonitor
-from keeper.startup import StartupError, load_state, read_feeds
+from keeper.startup import StartupError, load_state, read_feeds, signing_pipeline
 from keeper.state.store import PriceKey, ProtocolState, StateChanges
 
 log = structlog.get_logger(__name__)
@@ -117,28 +117,8 @@ class Keeper:
         monitor.rebuild(head.timestamp)
         self._report_prices(set(monitor.stale_prices()), set())
 
-        liquidator: Liquidator
-
-        async def still_wanted(request: TxRequest) -> bool:
-            return await liquidator.still_wanted(request)
-
-        dispatcher = Dispatcher(
-            rpc,
-            self._signer,
-            self._config.chain.chain_id,
-            priority_fee_wei=self._config.liquidation.priority_fee_wei,
-            max_fee_wei=self._config.liquidation.max_fee_wei,
-            inclusion_timeout_s=self._config.liquidation.inclusion_timeout_s,
-            still_wanted=still_wanted,
-            observer=self._observer,
-        )
-        liquidator = Liquidator(
-            rpc,
-            state,
-            dispatcher,
-            self._signer.address,
-            self._policy(),
-            observer=self._observer,
+        liquidator, dispatcher = signing_pipeline(
+            rpc, self._config, self._signer, state, observer=self._observer
         )
         pipeline = Pipeline(rpc, loaded.fetcher, state, monitor, liquidator, dispatcher)
         self.pipeline = pipeline
@@ -179,19 +159,6 @@ class Keeper:
             await dispatcher.drain(self._config.ops.shutdown_grace_s)
 
     # ------------------------------------------------------------------ start-up
-
-    def _policy(self) -> LiquidationPolicy:
-        settings = self._config.liquidation
-        return LiquidationPolicy(
-            native_token=settings.native_token,
-            min_profit_usd=settings.min_profit_usd,
-            emergency=settings.emergency,
-            priority_fee_wei=settings.priority_fee_wei,
-            max_fee_wei=settings.max_fee_wei,
-            gas_limit_margin_bps=settings.gas_limit_margin_bps,
-            max_failures=settings.max_failures,
-            failure_cooldown_s=settings.failure_cooldown_s,
-        )
 
     def _advance(self, head: Head, accounts: int) -> None:
         self.progress.last_block = head.number

@@ -17,6 +17,9 @@ from keeper.chain.heads import Head, latest_head
 from keeper.chain.logs import LogFetcher
 from keeper.chain.rpc import RpcClient, redact_url
 from keeper.config import ConfigError, KeeperConfig
+from keeper.execution.dispatcher import Dispatcher, TxRequest
+from keeper.execution.liquidator import LiquidationPolicy, Liquidator
+from keeper.execution.observer import ExecutionObserver
 from keeper.execution.signer import (
     Signer,
     signer_from_env,
@@ -183,3 +186,50 @@ async def read_feeds(rpc: RpcClient, state: ProtocolState, block: int) -> set[Pr
         _, answer, _, updated_at, _ = result.outputs
         changed |= state.set_answer(feed, answer, updated_at)
     return changed
+
+
+def liquidation_policy(config: KeeperConfig) -> LiquidationPolicy:
+    """The `[liquidation]` section as the execution stage takes it."""
+    settings = config.liquidation
+    return LiquidationPolicy(
+        native_token=settings.native_token,
+        min_profit_usd=settings.min_profit_usd,
+        emergency=settings.emergency,
+        priority_fee_wei=settings.priority_fee_wei,
+        max_fee_wei=settings.max_fee_wei,
+        gas_limit_margin_bps=settings.gas_limit_margin_bps,
+        max_failures=settings.max_failures,
+        failure_cooldown_s=settings.failure_cooldown_s,
+    )
+
+
+def signing_pipeline(
+    rpc: RpcClient,
+    config: KeeperConfig,
+    signer: Signer,
+    state: ProtocolState,
+    *,
+    observer: ExecutionObserver | None = None,
+) -> tuple[Liquidator, Dispatcher]:
+    """The liquidator and the dispatcher for `signer`, wired to each other: before replacing a
+    stuck liquidation the dispatcher asks the liquidator whether it is still wanted."""
+    liquidator: Liquidator
+
+    async def still_wanted(request: TxRequest) -> bool:
+        return await liquidator.still_wanted(request)
+
+    settings = config.liquidation
+    dispatcher = Dispatcher(
+        rpc,
+        signer,
+        config.chain.chain_id,
+        priority_fee_wei=settings.priority_fee_wei,
+        max_fee_wei=settings.max_fee_wei,
+        inclusion_timeout_s=settings.inclusion_timeout_s,
+        still_wanted=still_wanted,
+        observer=observer,
+    )
+    liquidator = Liquidator(
+        rpc, state, dispatcher, signer.address, liquidation_policy(config), observer=observer
+    )
+    return liquidator, dispatcher

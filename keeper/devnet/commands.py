@@ -16,8 +16,9 @@ from keeper.devnet.deploy import Deployment
 from keeper.devnet.keeper_config import KeeperProcess, keeper_config_toml
 from keeper.devnet.manifest import Manifest
 from keeper.devnet.network import Devnet, running_devnet
-from keeper.devnet.report import format_table, format_units, read_accounts
+from keeper.devnet.report import format_table, read_accounts
 from keeper.devnet.tx import connect
+from keeper.display import format_units
 
 DEFAULT_METRICS_PORT = 9108
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from web3 import Web3
 
 from keeper.devnet.deploy import Deployment
-from keeper.risk.health import MAX_UINT256, WAD
+from keeper.display import aligned_columns, format_health_factor, format_units
+from keeper.risk.health import WAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,19 +61,6 @@ def read_accounts(w3: Web3, deployment: Deployment) -> list[AccountView]:
     return sorted(views, key=lambda v: v.health_factor_wad)
 
 
-def format_units(amount: int, decimals: int, places: int = 2) -> str:
-    """A token amount for display, truncated (never rounded up) to `places` decimals."""
-    whole, fraction = divmod(amount, 10**decimals)
-    if places == 0:
-        return f"{whole:,}"
-    shown = fraction * 10**places // 10**decimals
-    return f"{whole:,}.{shown:0{places}d}"
-
-
-def format_health_factor(health_factor_wad: int) -> str:
-    return "inf" if health_factor_wad == MAX_UINT256 else format_units(health_factor_wad, 18, 4)
-
-
 def format_table(views: list[AccountView], deployment: Deployment) -> str:
     header = ("credit account", "market", "holdings", "debt", "total value", "Hf", "")
     rows = [header]
@@ -93,9 +81,4 @@ def format_table(views: list[AccountView], deployment: Deployment) -> str:
                 "LIQUIDATABLE" if view.health_factor_wad < WAD else "",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
-    return "\n".join(lines)
+    return aligned_columns(rows)

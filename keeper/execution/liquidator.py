@@ -19,6 +19,7 @@ import structlog
 
 from keeper.chain.heads import Head
 from keeper.chain.rpc import RpcClient, RpcError
+from keeper.display import format_health_factor
 from keeper.execution.decide import decide_liquidation, gas_cost_in_underlying
 from keeper.execution.dispatcher import Dispatcher, TxOutcome, TxRequest, TxResult
 from keeper.execution.fees import Eip1559Fees, initial_fees
@@ -342,7 +343,7 @@ class Liquidator:
             "liquidation.decided",
             manager=candidate.manager,
             account=candidate.account,
-            health_factor=_ratio(health.health_factor_wad),
+            health_factor=format_health_factor(health.health_factor_wad),
             total_value=health.value.total_value,
             amount_paid=payout.amount_paid,
             premium=premium,
@@ -471,7 +472,7 @@ class Liquidator:
             "liquidation.refused",
             manager=candidate.manager,
             account=candidate.account,
-            health_factor=_ratio(candidate.health.health_factor_wad),
+            health_factor=format_health_factor(candidate.health.health_factor_wad),
             reason=reason,
             **detail,
         )
@@ -479,11 +480,6 @@ class Liquidator:
 
 def _key(account: str) -> str:
     return f"liquidate:{account}"
-
-
-def _ratio(wad: int) -> str:
-    """A WAD health factor for people: 0.9731 (exact to 4 places, never rounded up to 1)."""
-    return str(Decimal(wad // 10**14) / 10_000)
 
 
 def _usd_in_units(usd: Decimal, answer: int, feed_decimals: int, token_decimals: int) -> int:

@@ -4,6 +4,7 @@ accounts by health factor, explain one account, liquidate one by hand."""
 from __future__ import annotations
 
 import argparse
+import textwrap
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,13 @@ from keeper.operator.liquidate import liquidate
 
 _CONFIG_HELP = "the keeper's TOML config file (the one `keeper run` uses)"
 _FORMATTER = argparse.RawDescriptionHelpFormatter
+_EXAMPLE = "0x58a1779Ae28C34bA176B691e4e4dEF6d2A0545Ca"
+
+
+def _paragraph(text: str) -> str:
+    """A description wrapped for a terminal (the raw formatter keeps the epilog's layout, and
+    would print the description as one line)."""
+    return textwrap.fill(text, width=88)
 
 
 def _health_bound(text: str) -> Decimal:
@@ -31,7 +39,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     check = commands.add_parser(
         "check-config",
         help="check a config against the chain: RPC, contracts, signer, funds, feeds",
-        description=(
+        description=_paragraph(
             "Validates the file, then checks it against the chain, one line per check: the RPC "
             "endpoint answers, the chain id matches, every configured address and Multicall3 "
             "hold code, each CreditManager answers underlying/pool/oracle, the WebSocket "
@@ -56,7 +64,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     accounts = commands.add_parser(
         "accounts",
         help="every tracked Credit Account, lowest health factor first",
-        description=(
+        description=_paragraph(
             "Back-fills every configured CreditManager from protocol.deploy_block and lists its "
             "open Credit Accounts with the health factor the keeper computes (exact integer "
             "math, at the latest block), lowest first. Accounts a price feed cannot value "
@@ -90,7 +98,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     account = commands.add_parser(
         "account",
         help="one Credit Account figure by figure, checked against the contract's views",
-        description=(
+        description=_paragraph(
             "Shows one Credit Account as the keeper sees it: each token's balance, feed answer "
             "and age, value in the underlying, liquidation threshold and weighted value; the "
             "total and weighted value; debt principal, interest and fee; the health factor; and "
@@ -100,7 +108,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         ),
         epilog=(
             "example:\n"
-            "  keeper account 0x6fd9a6940a9Dc7574C7377855991ddfFf7F27718 --config keeper.toml\n\n"
+            f"  keeper account {_EXAMPLE} --config keeper.toml\n\n"
             "exit codes: 0 the contract's views match, 1 a figure differs (MISMATCH lines name\n"
             "it), 2 bad input (malformed address, or no such account in the configured managers).\n"
         ),
@@ -114,7 +122,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     manual = commands.add_parser(
         "liquidate",
         help="liquidate one Credit Account by hand, after a simulation and a confirmation",
-        description=(
+        description=_paragraph(
             "For emergency operators. Back-fills, computes the account's health factor, and "
             "simulates the liquidation against the node with the configured signer. Shows the "
             "health factor, whether the signer may liquidate (paused protocol: emergency "
@@ -127,9 +135,10 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  keeper liquidate 0x58a1…45Ca --config keeper.toml --dry-run   look, send nothing\n"
-            "  keeper liquidate 0x58a1…45Ca --config keeper.toml             asks y/N first\n"
-            "  keeper liquidate 0x58a1…45Ca --config keeper.toml --yes       no question\n\n"
+            f"  keeper liquidate {_EXAMPLE} --config keeper.toml --dry-run\n"
+            "      show and simulate; send nothing\n"
+            f"  keeper liquidate {_EXAMPLE} --config keeper.toml\n"
+            "      show, simulate, ask [y/N] on stderr, then send (--yes: do not ask)\n\n"
             "a signer that never ran `keeper run` has not approved the CreditManagers yet: its\n"
             "dry run reverts on the token transfer, and a real run sends approve() first.\n"
             "exit codes: 0 liquidated (or, with --dry-run, the simulation succeeds), 1 refused,\n"

@@ -11,17 +11,16 @@ import argparse
 import asyncio
 import json
 import textwrap
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 from keeper.chain.heads import Head
 from keeper.chain.rpc import RpcClient
-from keeper.config import ConfigError, KeeperConfig, load_config
+from keeper.config import ConfigError, KeeperConfig, checked_address, load_config
+from keeper.display import aligned_columns
 from keeper.operator.session import (
     backfilled,
-    checked_address,
     connected,
     quiet_logging,
 )
@@ -136,17 +135,7 @@ def _accounts_table(
                 "" if v.unpriced is None else f"unpriced: {v.unpriced}",
             )
         )
-    return aligned(rows)
-
-
-def aligned(rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns under a header row and a rule."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths if width).rstrip())
-    return "\n".join(lines)
+    return aligned_columns(rows)
 
 
 # ------------------------------------------------------------------------------ keeper account
@@ -361,7 +350,7 @@ def _collateral_table(holdings: list[Holding], market: Market, tokens: dict[str,
                 "" if holding.value is None else underlying.exact(holding.value[1]),
             )
         )
-    return aligned(rows)
+    return aligned_columns(rows)
 
 
 def _valuation_json(

@@ -17,14 +17,20 @@ from websockets.exceptions import WebSocketException
 
 from keeper.chain.rpc import RpcClient, RpcError, RpcTransportError, redact_url
 from keeper.config import ConfigError, KeeperConfig, load_config
-from keeper.devnet.report import format_units
+from keeper.display import format_units
 from keeper.execution.decide import NATIVE_DECIMALS
 from keeper.execution.signer import Signer, SignerError
-from keeper.operator.session import backfilled, connected, quiet_logging, signing_pipeline
+from keeper.operator.session import backfilled, connected, quiet_logging
 from keeper.operator.valuation import TokenInfo, read_tokens, short
 from keeper.protocol.calls import MULTICALL3_ADDRESS, CallRevertedError, eth_call, manager_call
 from keeper.risk.health import PriceUnavailableError, checked_price
-from keeper.startup import LoadedState, StartupError, configured_addresses, load_signer
+from keeper.startup import (
+    LoadedState,
+    StartupError,
+    configured_addresses,
+    load_signer,
+    signing_pipeline,
+)
 from keeper.state.store import UnknownCreditAccountError
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"

@@ -17,18 +17,16 @@ from typing import TypeVar
 
 from keeper.chain.heads import Head, latest_head
 from keeper.chain.rpc import RpcClient
-from keeper.config import KeeperConfig, load_config
-from keeper.devnet.report import format_units
+from keeper.config import KeeperConfig, checked_address, load_config
+from keeper.display import format_units
 from keeper.execution.decide import NATIVE_DECIMALS, gas_cost_in_underlying
 from keeper.execution.dispatcher import Dispatcher, TxOutcome, TxResult
 from keeper.execution.liquidator import GasPlan, Liquidator, Permission, Simulation
 from keeper.execution.signer import Signer
 from keeper.operator.session import (
     backfilled,
-    checked_address,
     connected,
     quiet_logging,
-    signing_pipeline,
 )
 from keeper.operator.valuation import (
     TokenInfo,
@@ -40,7 +38,7 @@ from keeper.operator.valuation import (
 )
 from keeper.protocol.calls import eth_call, token_call
 from keeper.risk.health import PriceUnavailableError, checked_price
-from keeper.startup import load_signer
+from keeper.startup import load_signer, signing_pipeline
 from keeper.state.model import Market
 
 T = TypeVar("T")
@@ -254,10 +252,14 @@ def _native(wei: int) -> str:
 
 
 def _confirmed(address: str) -> bool:
-    """Asks on stderr, reads stdin; anything but y/yes (including no input at all) is a no. Read
+    """Asks on stderr, reads stdin; anything but y/yes (no input at all, Ctrl-C) is a no. Read
     on the event loop's thread on purpose: nothing else runs yet, and Ctrl-C must interrupt it."""
     print(f"Liquidate {address} ? [y/N] ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
+    try:
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return False
 
 
 async def _send(
@@ -275,7 +277,14 @@ async def _send(
     try:
         if assessment.needs_approval:
             print("approving the CreditManagers to pull the underlying from the signer ...")
-        await _alongside(liquidator.ensure_approvals(), dispatching, _INCLUSION_WAIT_S)
+        try:
+            await _alongside(liquidator.ensure_approvals(), dispatching, _INCLUSION_WAIT_S)
+        except (RuntimeError, TimeoutError) as error:
+            print(
+                f"keeper: {error or 'approval not mined in time'}; no liquidation sent",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
         simulation = await liquidator.simulate(manager, address)
         if simulation.revert is not None or simulation.gas_estimate is None:
             print(

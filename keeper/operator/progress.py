@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
-from typing import TextIO
 
 _MIN_INTERVAL_S = 0.1
 
@@ -19,8 +18,8 @@ class BackfillMeter:
     """`on_progress` for `keeper.startup.load_state`: "back-fill: 1,234 / 5,000 blocks (24.7 %)",
     rewritten in place; use it as a context manager so the line is cleared afterwards."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = sys.stderr if stream is None else stream
+    def __init__(self) -> None:
+        self._stream = sys.stderr
         self._live = self._stream.isatty()
         self._shown = False
         self._last = 0.0

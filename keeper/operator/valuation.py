@@ -16,7 +16,7 @@ from eth_abi.exceptions import DecodingError
 
 from keeper.chain.rpc import RpcClient, RpcError
 from keeper.config import ConfigError
-from keeper.devnet.report import format_health_factor, format_units
+from keeper.display import format_health_factor, format_units
 from keeper.protocol.calls import CallRevertedError, eth_call, token_call
 from keeper.risk.health import (
     AccountHealth,

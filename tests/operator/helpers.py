@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from web3 import Web3
 from web3.types import BlockIdentifier
 
 from keeper.devnet.keeper_config import KEY_ENV
@@ -58,7 +59,9 @@ class Operator:
             return list(pool.map(lambda args: self.run(*args), commands))
 
     def nonce(self) -> int:
-        return self.net.w3.eth.get_transaction_count(self.signer, "pending")
+        return self.net.w3.eth.get_transaction_count(
+            Web3.to_checksum_address(self.signer), "pending"
+        )
 
 
 def hf_text(wad: int) -> str:

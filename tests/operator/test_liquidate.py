@@ -92,3 +92,12 @@ def test_refuses_a_healthy_account_and_a_paused_market(fresh: Operator) -> None:
     )
     assert fresh.nonce() == nonce
     assert sunk in open_accounts(net)
+
+
+def test_help_names_the_operator_commands_and_explains_liquidate(operator: Operator) -> None:
+    overview, manual = operator.run_all(("--help",), ("liquidate", "--help"))
+    assert overview.returncode == manual.returncode == 0
+    for command in ("check-config", "accounts", "account", "liquidate"):
+        assert f"\n    {command}" in overview.stdout
+    for needle in ("--dry-run", "--yes", "[y/N]", "approve()", "exit codes", "Profit is"):
+        assert needle in manual.stdout, needle

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from keeper.execution.liquidator import _ratio, _usd_in_units
+from keeper.execution.liquidator import _usd_in_units
 
 WAD = 10**18
 
@@ -50,30 +50,3 @@ def test_usd_in_units_is_the_smallest_amount_worth_at_least_usd() -> None:
     numerator, denominator = usd.as_integer_ratio()
     assert units * answer * denominator >= numerator * scale
     assert (units - 1) * answer * denominator < numerator * scale
-
-
-@pytest.mark.parametrize(
-    ("wad", "shown"),
-    [
-        (WAD - 1, "0.9999"),
-        (WAD - 10**13, "0.9999"),
-        (99_995 * 10**13, "0.9999"),  # 0.99995 would round half-up to 1.0000: it must not
-        (9_999 * 10**14, "0.9999"),
-        (9_999 * 10**14 - 1, "0.9998"),
-        (WAD, "1"),
-        (WAD + 10**14, "1.0001"),
-        (97_319_999 * 10**10, "0.9731"),
-        (WAD // 2, "0.5"),
-        (10**14, "0.0001"),
-        (10**14 - 1, "0"),
-        (0, "0"),
-        (123 * WAD + 45_678 * 10**13, "123.4567"),
-    ],
-)
-def test_ratio_truncates_to_four_places(wad: int, shown: str) -> None:
-    assert _ratio(wad) == shown
-
-
-def test_ratio_below_one_never_reads_as_one() -> None:
-    for wad in (WAD - 1, WAD - 10**10, WAD - 10**14, WAD - 10**14 - 1):
-        assert Decimal(_ratio(wad)) < 1
