@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  keeper check-config --config keeper.toml   check the config against the chain\n"
             "  keeper accounts --config keeper.toml --below 1.1   accounts nearest to liquidation\n"
             "  keeper devnet --accounts 20          local chain + protocol + 20 seeded accounts\n"
-            "  keeper devnet --keeper --crash WETH:-30%%   ... plus the keeper and a price crash\n"
+            "  keeper devnet --keeper --crash WETH:-30%   ... plus the keeper and a price crash\n"
             "  keeper devnet price WETH --change -30%   crash WETH by 30 % on the running devnet\n"
             "  keeper devnet accounts               list the devnet's accounts by health factor\n"
         ),

@@ -49,6 +49,9 @@ EXIT_REFUSED = 1
 _INCLUSION_WAIT_S = 180.0
 _GWEI = 10**9
 
+# The reference CreditManager's revert when pulling the underlying from the liquidator fails.
+_TRANSFER_FAILED = "TokenCallFailed"
+
 
 @dataclass(frozen=True, slots=True)
 class Assessment:
@@ -73,6 +76,12 @@ class Assessment:
         the transfer until the signer approves it)."""
         return self.allowance < max(self.amount_paid, 1)
 
+    @property
+    def reverts_for_approval(self) -> bool:
+        """The simulation failed on pulling the payment, which the missing approval explains."""
+        revert = self.simulation.revert
+        return self.needs_approval and revert is not None and revert.name == _TRANSFER_FAILED
+
     def refusal(self, token: TokenInfo) -> str | None:
         """Why the liquidation must not be sent, or None. A revert while the approval is missing
         is not final: the command approves, then simulates again before sending."""
@@ -83,7 +92,7 @@ class Assessment:
             return f"the account is not liquidatable (health factor {health_text(valuation)} >= 1)"
         if not self.permission.can_liquidate:
             return self.permission.why
-        if simulation.revert is not None and not self.needs_approval:
+        if simulation.revert is not None and not self.reverts_for_approval:
             return f"the simulation reverts: {simulation.revert}"
         if self.underlying_balance < self.amount_paid:
             return (
@@ -213,7 +222,7 @@ def _show_assessment(
         else f"the CreditManager may pull {token.symbol} from the signer",
     )
     outcome = "succeeds" if simulation.revert is None else f"reverts: {simulation.revert}"
-    if simulation.revert is not None and assessment.needs_approval:
+    if assessment.reverts_for_approval:
         outcome += " (expected without the approval: simulated again after it)"
     _show("simulation", outcome)
 
