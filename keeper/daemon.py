@@ -46,7 +46,6 @@ class Progress:
     head_received_at: float = 0.0  # unix time the newest head arrived
     last_block: int = 0
     last_block_timestamp: int = 0
-    accounts: int = 0
     websocket: bool = False
     # account -> (manager, first processed block in which it was below Hf 1)
     liquidatable_since: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -110,7 +109,7 @@ class Keeper:
         loaded = await load_state(rpc, self._config, backfill_progress)
         state, head = loaded.state, loaded.head
         self._last_feed_check = time.monotonic()
-        self._advance(head, state.account_count())
+        self._advance(head)
         self.progress.head_block = head.number
         self.progress.head_received_at = time.time()
         monitor = RiskMonitor(state)
@@ -160,10 +159,9 @@ class Keeper:
 
     # ------------------------------------------------------------------ start-up
 
-    def _advance(self, head: Head, accounts: int) -> None:
+    def _advance(self, head: Head) -> None:
         self.progress.last_block = head.number
         self.progress.last_block_timestamp = head.timestamp
-        self.progress.accounts = accounts
 
     @staticmethod
     def _report_prices(unusable: set[PriceKey], before: set[PriceKey]) -> None:
@@ -205,7 +203,7 @@ class Keeper:
         if set(monitor.stale_prices()) != stale_before:
             self._report_prices(set(monitor.stale_prices()), set())
         self._log_changes(changes, liquidator)
-        self._advance(head, state.account_count())
+        self._advance(head)
         log.debug("keeper.block", block=head.number, logs=len(logs), revalued=revalued)
         await self._liquidate(monitor, liquidator, head, received_at)
 
