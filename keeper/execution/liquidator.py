@@ -101,13 +101,16 @@ class Funding:
 
 @dataclass(frozen=True, slots=True)
 class _Attempt:
-    """What a liquidation in flight was decided on, for its report when it ends."""
+    """A liquidation in flight: the funds it holds back from the next decisions, and what it
+    was decided on, for its report when it ends."""
 
     manager: str
     underlying: str
+    amount_paid: int
+    max_gas_wei: int
     trigger_block: int
     head_received_at: float
-    premium: Decimal
+    premium: Decimal  # whole underlying tokens
 
 
 class Liquidator:
@@ -131,10 +134,9 @@ class Liquidator:
         self._clock = clock
         self._failures: dict[str, int] = {}
         self._skip_until: dict[str, float] = {}
-        self._reserved: dict[str, tuple[str, int, int]] = {}  # account -> (token, amount, gas wei)
         self._last_refusal: dict[str, str] = {}
         self._announced: dict[str, Permission] = {}
-        self._attempts: dict[str, _Attempt] = {}
+        self._in_flight: dict[str, _Attempt] = {}
         self.funding: Funding | None = None
 
     def skip_listed(self) -> int:
@@ -248,9 +250,10 @@ class Liquidator:
         underlyings = sorted({self._state.markets[c.manager].underlying for c in eligible})
         gas_balance, token_balances = await self.balances(underlyings)
         simulations = await asyncio.gather(*(self.simulate(c.manager, c.account) for c in eligible))
-        for token, amount, gas_wei in self._reserved.values():
-            token_balances[token] = token_balances.get(token, 0) - amount
-            gas_balance -= gas_wei
+        for attempt in self._in_flight.values():
+            token = attempt.underlying
+            token_balances[token] = token_balances.get(token, 0) - attempt.amount_paid
+            gas_balance -= attempt.max_gas_wei
         for candidate, simulation in zip(eligible, simulations, strict=True):
             if simulation.revert is not None or simulation.gas_estimate is None:
                 self._refuse(candidate, "simulation_reverted", revert=str(simulation.revert))
@@ -276,13 +279,14 @@ class Liquidator:
                 continue
             token_balances[underlying] -= amount_paid
             gas_balance -= max_gas_wei
-            self._reserved[candidate.account] = (underlying, amount_paid, max_gas_wei)
             decimals = self._state.prices[self._state.markets[candidate.manager].oracle][
                 underlying
             ].token_decimals
-            self._attempts[candidate.account] = _Attempt(
+            self._in_flight[candidate.account] = _Attempt(
                 candidate.manager,
                 underlying,
+                amount_paid,
+                max_gas_wei,
                 head.number,
                 head_received_at,
                 Decimal(premium).scaleb(-decimals),
@@ -415,7 +419,6 @@ class Liquidator:
     def _on_result(self, future: asyncio.Future[TxResult]) -> None:
         result = future.result()
         account = result.request.key.removeprefix("liquidate:")
-        self._reserved.pop(account, None)
         receipt = result.receipt or {}
         block = int(receipt["blockNumber"], 16) if "blockNumber" in receipt else None
         fields = {
@@ -435,7 +438,7 @@ class Liquidator:
             error = None if result.error is None else result.error.value
             log.error("liquidation.failed", error=error, detail=result.detail, **fields)
             self._record_failure(account)
-        attempt = self._attempts.pop(account, None)
+        attempt = self._in_flight.pop(account, None)
         if attempt is not None:
             self._observer.liquidation_finished(
                 LiquidationReport(
