@@ -42,6 +42,9 @@ CONFIG_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "ws_url_file",
             "poll_interval_s",
             "log_chunk_blocks",
+            "backup_rpc_urls",
+            "head_stall_s",
+            "max_reorg_depth",
         ),
         "protocol": ("credit_managers", "deploy_block"),
         "signer": ("keystore", "password_file", "private_key_env", "private_key_file"),
@@ -65,6 +68,7 @@ CONFIG_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "shutdown_grace_s",
             "loop_stall_s",
         ),
+        "storage": ("database_path",),
     }
 )
 
@@ -117,6 +121,11 @@ class ChainConfig:
     ws_url: str | None
     poll_interval_s: float
     log_chunk_blocks: int
+    # Tried in order when rpc_url fails, is rate limited or stops moving; rpc_url is preferred
+    # again as soon as it answers.
+    backup_rpc_urls: tuple[str, ...] = ()
+    head_stall_s: float = 30.0  # an endpoint whose head has not moved this long is set aside
+    max_reorg_depth: int = 64  # blocks of undo kept; a deeper reorg re-reads the whole history
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +173,22 @@ class OpsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """Where the keeper keeps what must survive a crash: its checkpoint and transaction journal.
+    Without a database nothing survives: every start re-reads history, and a transaction sent
+    just before a crash is only found again through the node's pending state."""
+
+    database_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class KeeperConfig:
     chain: ChainConfig
     protocol: ProtocolConfig
     signer: SignerConfig
     liquidation: LiquidationConfig
     ops: OpsConfig
+    storage: StorageConfig = StorageConfig()
 
 
 def env_variable(section: str, key: str) -> str:
@@ -205,6 +224,7 @@ def parse_config(
     protocol = _Section("protocol", sections["protocol"])
     liquidation = _Section("liquidation", sections["liquidation"])
     ops = _Section("ops", sections["ops"])
+    storage = _Section("storage", sections["storage"])
     ops_defaults = OpsConfig()
     config = KeeperConfig(
         chain=ChainConfig(
@@ -213,6 +233,11 @@ def parse_config(
             ws_url=_secret_url(chain, "ws_url", ("ws://", "wss://")),
             poll_interval_s=chain.get("poll_interval_s", _number(minimum=0.05), default=1.0),
             log_chunk_blocks=chain.get("log_chunk_blocks", _integer(minimum=1), default=5_000),
+            backup_rpc_urls=chain.get("backup_rpc_urls", _backup_urls, default=()),
+            head_stall_s=chain.get("head_stall_s", _number(minimum=1), default=30.0),
+            max_reorg_depth=chain.get(
+                "max_reorg_depth", _integer(minimum=1, maximum=10_000), default=64
+            ),
         ),
         protocol=ProtocolConfig(
             credit_managers=protocol.get("credit_managers", _addresses),
@@ -268,6 +293,7 @@ def parse_config(
                 "loop_stall_s", _number(minimum=0.1), default=ops_defaults.loop_stall_s
             ),
         ),
+        storage=StorageConfig(database_path=storage.optional("database_path", _path)),
     )
     if config.liquidation.max_fee_wei < config.liquidation.priority_fee_wei:
         raise ConfigError(
@@ -429,6 +455,24 @@ def _rpc_url(chain: _Section) -> str:
             f"{env_variable('chain', 'rpc_url')} (or {env_variable('chain', 'rpc_url_file')})",
         )
     return url
+
+
+def _backup_urls(setting: _Setting) -> tuple[str, ...]:
+    """HTTP(S) URLs: a TOML list, or comma-separated in an environment variable; each may carry
+    an API key, so errors show only its scheme, host and port."""
+    value = setting.value
+    if setting.from_environment:
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list):
+        raise ConfigError(
+            setting.name, _NOT_SHOWN, 'must be a list of URLs, e.g. ["https://rpc-2.example.org"]'
+        )
+    return tuple(
+        _url(
+            _Setting(url, f"{setting.name}[{i}]", False, setting.base_dir), ("http://", "https://")
+        )
+        for i, url in enumerate(value)
+    )
 
 
 def _signer(section: _Section) -> SignerConfig:

@@ -30,21 +30,31 @@ def keeper_config_toml(
     metrics_host: str = "127.0.0.1",
     metrics_port: int = 0,
     rpc_url: str | None = None,
+    ws_url: str | None = None,
+    backup_rpc_urls: tuple[str, ...] = (),
     key_file: str | None = None,
+    database_path: str | None = None,
 ) -> str:
     """The TOML a keeper needs to watch every market of the devnet in `manifest`; the metrics
     and health endpoint listens on `metrics_host:metrics_port` (port 0: not served).
 
     `rpc_url` is where the keeper reaches the node when that differs from the manifest's (another
     container); the WebSocket URL is the same address. With `key_file` the signer's key is read
-    from that file (relative to the config) instead of the environment variable `key_env`."""
+    from that file (relative to the config) instead of the environment variable `key_env`.
+    `ws_url` overrides the WebSocket URL alone and `backup_rpc_urls` adds failover endpoints (a
+    test puts fault-injecting proxies there). With `database_path` (relative to the config) the
+    keeper keeps its checkpoint and transaction journal there."""
     deployment = manifest.deployment
     managers = ", ".join(
         f'"{deployment.address(f"CreditManager.{m}")}"' for m in deployment.markets
     )
     http_url = rpc_url or manifest.rpc_url
-    ws_url = manifest.ws_url if rpc_url is None else "ws" + rpc_url.removeprefix("http")
+    if ws_url is None:
+        ws_url = manifest.ws_url if rpc_url is None else "ws" + rpc_url.removeprefix("http")
     ws_line = f'ws_url = "{ws_url}"\n' if use_websocket else ""
+    backups = ", ".join(f'"{url}"' for url in backup_rpc_urls)
+    backup_line = f"backup_rpc_urls = [{backups}]\n" if backup_rpc_urls else ""
+    storage = "" if database_path is None else f'\n[storage]\ndatabase_path = "{database_path}"\n'
     signer_line = (
         f'private_key_env = "{key_env}"' if key_file is None else f'private_key_file = "{key_file}"'
     )
@@ -54,6 +64,7 @@ def keeper_config_toml(
         f"chain_id = {deployment.chain_id}\n"
         f'rpc_url = "{http_url}"\n'
         f"{ws_line}"
+        f"{backup_line}"
         f"poll_interval_s = {poll_interval_s}\n"
         "\n[protocol]\n"
         f"credit_managers = [{managers}]\n"
@@ -68,6 +79,7 @@ def keeper_config_toml(
         "\n[ops]\n"
         f'metrics_host = "{metrics_host}"\n'
         f"metrics_port = {metrics_port}\n"
+        f"{storage}"
     )
 
 
