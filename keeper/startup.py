@@ -7,9 +7,12 @@ it to answer from the same exact state the daemon would act on.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
@@ -18,6 +21,7 @@ from keeper.chain.logs import LogFetcher
 from keeper.chain.rpc import RpcClient, redact_url
 from keeper.config import ConfigError, KeeperConfig
 from keeper.execution.dispatcher import Dispatcher, TxRequest
+from keeper.execution.journal import TxJournal
 from keeper.execution.liquidator import LiquidationPolicy, Liquidator
 from keeper.execution.observer import ExecutionObserver
 from keeper.execution.signer import (
@@ -28,7 +32,8 @@ from keeper.execution.signer import (
 )
 from keeper.protocol.calls import MULTICALL3_ADDRESS, feed_call, manager_call, multicall
 from keeper.protocol.events import decode_logs
-from keeper.state.store import MarketState, PriceKey, ProtocolState
+from keeper.state.database import Database, DatabaseError, DatabaseLockedError
+from keeper.state.store import MarketState, PriceKey, ProtocolState, StateChanges
 
 log = structlog.get_logger(__name__)
 
@@ -42,12 +47,50 @@ class StartupError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class LoadedState:
-    """The protocol's state as of `head`, from `logs` logs since the deploy block."""
+    """The protocol's state as of `head`: `logs` logs applied since the deploy block, or since
+    the checkpoint it resumed from, changing what `changes` says."""
 
     state: ProtocolState
     fetcher: LogFetcher
     head: Head
     logs: int
+    changes: StateChanges
+    genesis_hash: str
+
+
+@contextlib.contextmanager
+def keeper_database(config: KeeperConfig) -> Iterator[Database]:
+    """The database `storage.database_path` names, locked for this process; without one, a
+    scratch database (nothing survives the process, which is said once)."""
+    path = config.storage.database_path
+    if path is None:
+        log.warning(
+            "storage.ephemeral",
+            detail="no storage.database_path: the checkpoint and the transaction journal "
+            "last only as long as this process; a restart re-reads history",
+        )
+        with scratch_database() as database:
+            yield database
+        return
+    try:
+        database = Database.open(path)
+    except DatabaseLockedError as error:
+        raise StartupError(str(error)) from None
+    except DatabaseError as error:
+        raise ConfigError("storage.database_path", str(path), str(error)) from None
+    with database:
+        yield database
+
+
+@contextlib.contextmanager
+def scratch_database() -> Iterator[Database]:
+    """A database in a temporary directory, removed on the way out: for commands that need a
+    journal but must not touch (or wait for) the keeper's own."""
+    with (
+        tempfile.TemporaryDirectory(prefix="asgard-keeper-") as directory,
+        Database.open(Path(directory) / "keeper.sqlite") as database,
+    ):
+        yield database
 
 
 def load_signer(config: KeeperConfig) -> Signer:
@@ -65,19 +108,40 @@ def load_signer(config: KeeperConfig) -> Signer:
 
 
 async def load_state(
-    rpc: RpcClient, config: KeeperConfig, on_progress: BackfillProgress | None = None
+    rpc: RpcClient,
+    config: KeeperConfig,
+    on_progress: BackfillProgress | None = None,
+    *,
+    resume: Callable[[str], Awaitable[Resumed | None]] | None = None,
 ) -> LoadedState:
-    """Checks the chain, then rebuilds every market's state up to the latest head."""
-    await check_chain(rpc, config)
-    state = ProtocolState(await read_markets(rpc, config))
+    """Checks the chain, then brings every market's state up to the latest head: from the
+    checkpoint `resume(genesis_hash)` returns, or else from the deploy block."""
+    genesis_hash = await check_chain(rpc, config)
+    resumed = None if resume is None else await resume(genesis_hash)
     fetcher = LogFetcher(rpc, initial_chunk_blocks=config.chain.log_chunk_blocks)
     head = await latest_head(rpc)
-    logs = await backfill(rpc, fetcher, state, config, head, on_progress=on_progress)
-    return LoadedState(state, fetcher, head, logs)
+    if resumed is None:
+        state = ProtocolState(await read_markets(rpc, config))
+        first = config.protocol.deploy_block
+    else:
+        state, first = resumed.state, resumed.block_number + 1
+    logs, changes = await backfill(
+        rpc, fetcher, state, config, head, from_block=first, on_progress=on_progress
+    )
+    return LoadedState(state, fetcher, head, logs, changes, genesis_hash)
 
 
-async def check_chain(rpc: RpcClient, config: KeeperConfig) -> None:
-    """The chain id, and code at every configured address and at Multicall3."""
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A saved state of the protocol as of `block_number` (a block still on the chain)."""
+
+    state: ProtocolState
+    block_number: int
+
+
+async def check_chain(rpc: RpcClient, config: KeeperConfig) -> str:
+    """The chain id, and code at every configured address and at Multicall3; returns the
+    genesis block's hash, which (with the chain id) names the chain the keeper follows."""
     chain_id = int(await rpc.request("eth_chainId", []), 16)
     if chain_id != config.chain.chain_id:
         raise ConfigError(
@@ -94,7 +158,12 @@ async def check_chain(rpc: RpcClient, config: KeeperConfig) -> None:
             f"no Multicall3 at {MULTICALL3_ADDRESS} on chain {chain_id}; the keeper batches "
             "its reads through it (it is deployed on every major EVM chain)"
         )
-    log.info("keeper.chain_checked", chain_id=chain_id, rpc=redact_url(rpc.url))
+    genesis = await rpc.request("eth_getBlockByNumber", ["0x0", False])
+    genesis_hash = str(genesis["hash"]) if isinstance(genesis, dict) else ""
+    log.info(
+        "keeper.chain_checked", chain_id=chain_id, genesis=genesis_hash, rpc=redact_url(rpc.url)
+    )
+    return genesis_hash
 
 
 def configured_addresses(config: KeeperConfig) -> list[tuple[str, str]]:
@@ -137,13 +206,14 @@ async def backfill(
     config: KeeperConfig,
     head: Head,
     *,
+    from_block: int,
     on_progress: BackfillProgress | None = None,
-) -> int:
-    """Rebuilds the protocol's state from the deploy block's logs up to `head`, then reads
-    every feed's latest answer at `head` (one read instead of its whole price history); returns
-    the number of logs applied."""
+) -> tuple[int, StateChanges]:
+    """Applies the logs from `from_block` up to `head` (from the deploy block: the whole
+    history), then reads every feed's latest answer at `head` (one read instead of its whole
+    price history); returns the number of logs applied and what they changed."""
     started = time.monotonic()
-    first = config.protocol.deploy_block
+    first = from_block
     total = max(head.number - first + 1, 1)
 
     def progress(done_to: int, _to_block: int) -> None:
@@ -151,16 +221,16 @@ async def backfill(
             on_progress(done_to - first + 1, total)
 
     logs = await fetcher.fetch(state.watched_addresses(), first, head.number, on_progress=progress)
-    state.apply(decode_logs(logs))
+    changes = state.apply(decode_logs(logs))
     for market in state.markets.values():
         if market.interest_rate is None:
             raise ConfigError(
                 "protocol.deploy_block",
-                first,
+                config.protocol.deploy_block,
                 f"the logs from there hold no interest-rate checkpoint of pool {market.pool} "
                 f"(CreditManager {market.manager}): set it at or before the pool's deployment",
             )
-    await read_feeds(rpc, state, head.number)
+    changes.prices |= await read_feeds(rpc, state, head.number)
     log.info(
         "keeper.backfilled",
         from_block=first,
@@ -170,18 +240,24 @@ async def backfill(
         feeds=len(state.feeds()),
         seconds=round(time.monotonic() - started, 3),
     )
-    return len(logs)
+    return len(logs), changes
 
 
-async def read_feeds(rpc: RpcClient, state: ProtocolState, block: int) -> set[PriceKey]:
+async def read_feeds(
+    rpc: RpcClient, state: ProtocolState, block: int, *, unreadable: set[str] | None = None
+) -> set[PriceKey]:
     """Every feed's `latestRoundData` at `block`; returns the prices that changed. A missed
-    `AnswerUpdated` or a feed replaced without an event shows up here."""
+    `AnswerUpdated` or a feed replaced without an event shows up here. A feed whose call
+    reverts keeps its last answer (which goes stale in time; the oracle reverts a liquidation
+    that needs it) and is added to `unreadable`."""
     feeds = sorted(state.feeds())
     results = await multicall(rpc, [feed_call(f, "latestRoundData") for f in feeds], block=block)
     changed: set[PriceKey] = set()
     for feed, result in zip(feeds, results, strict=True):
         if result.outputs is None:
             log.error("feed.unreadable", feed=feed, revert=str(result.revert))
+            if unreadable is not None:
+                unreadable.add(feed)
             continue
         _, answer, _, updated_at, _ = result.outputs
         changed |= state.set_answer(feed, answer, updated_at)
@@ -208,11 +284,13 @@ def signing_pipeline(
     config: KeeperConfig,
     signer: Signer,
     state: ProtocolState,
+    journal: TxJournal,
     *,
     observer: ExecutionObserver | None = None,
 ) -> tuple[Liquidator, Dispatcher]:
     """The liquidator and the dispatcher for `signer`, wired to each other: before replacing a
-    stuck liquidation the dispatcher asks the liquidator whether it is still wanted."""
+    stuck liquidation the dispatcher asks the liquidator whether it is still wanted. Every
+    transaction is written to `journal` before it is sent."""
     liquidator: Liquidator
 
     async def still_wanted(request: TxRequest) -> bool:
@@ -226,6 +304,7 @@ def signing_pipeline(
         priority_fee_wei=settings.priority_fee_wei,
         max_fee_wei=settings.max_fee_wei,
         inclusion_timeout_s=settings.inclusion_timeout_s,
+        journal=journal,
         still_wanted=still_wanted,
         observer=observer,
     )

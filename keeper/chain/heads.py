@@ -24,7 +24,7 @@ POLLING: Final = "polling"
 _HEAD_FIELDS = ("number", "hash", "parentHash", "timestamp", "baseFeePerGas")
 # web3's defaults hide a hung node for minutes; these notice it within a few seconds. Nothing is
 # polled while a connection is attempted, so an unreachable host may cost at most the open and
-# request timeouts once per `ws_retry_s`.
+# request timeouts once per retry delay.
 _WEBSOCKET_KWARGS: Final = {
     "ping_interval": 1,
     "ping_timeout": 2,
@@ -94,8 +94,11 @@ class HeadFollower:
 
     With `ws_url`, heads come from a newHeads subscription. When the socket cannot connect or
     drops, the follower logs a warning, polls eth_getBlockByNumber("latest") over HTTP every
-    `poll_interval_s`, and tries the socket again every `ws_retry_s`. `mode` names the source
-    in use: "websocket" or "polling".
+    `poll_interval_s`, and tries the socket again after a delay: `ws_first_retry_s` at first,
+    doubling after each session that pushed no head, up to `ws_retry_s`. A blip costs a second
+    of polling, a node that stays down is not hammered. Each connection subscribes anew and
+    yields the latest head at once, so the consumer back-fills what it missed. `mode` names the
+    source in use: "websocket" or "polling".
 
     Cancelling the task that iterates the follower closes the socket. A consumer that stops
     iterating early should close the iterator: `async with aclosing(aiter(follower)) as heads`.
@@ -108,11 +111,14 @@ class HeadFollower:
         ws_url: str | None,
         poll_interval_s: float = 1.0,
         ws_retry_s: float = 30.0,
+        ws_first_retry_s: float = 1.0,
     ) -> None:
         self._rpc = rpc
         self._ws_url = ws_url
         self._poll_interval_s = poll_interval_s
         self._ws_retry_s = ws_retry_s
+        self._ws_first_retry_s = min(ws_first_retry_s, ws_retry_s)
+        self._ws_retry_delay_s = self._ws_first_retry_s  # before the next connection attempt
         self.mode: str = POLLING
 
     def __aiter__(self) -> AsyncGenerator[Head, None]:
@@ -141,7 +147,8 @@ class HeadFollower:
                 async with aclosing(self._websocket_heads(self._ws_url)) as heads:
                     async for head in heads:
                         yield head
-                retry_websocket_at = loop.time() + self._ws_retry_s
+                retry_websocket_at = loop.time() + self._ws_retry_delay_s
+                self._ws_retry_delay_s = min(2 * self._ws_retry_delay_s, self._ws_retry_s)
             async with aclosing(self._polled_heads(until=retry_websocket_at)) as heads:
                 async for head in heads:
                     yield head
@@ -171,6 +178,8 @@ class HeadFollower:
                     while (item := await newest.get()) is not None:
                         if isinstance(item, Exception):
                             raise item
+                        # The socket works: should it drop, the first retry comes soon.
+                        self._ws_retry_delay_s = self._ws_first_retry_s
                         yield item
                 finally:
                     reader.cancel()
@@ -180,11 +189,11 @@ class HeadFollower:
                 "heads.websocket_failed",
                 error=type(error).__name__,
                 url=redact_url(ws_url),
-                retry_in_s=self._ws_retry_s,
+                retry_in_s=self._ws_retry_delay_s,
             )
         else:
             _log.warning(
-                "heads.websocket_closed", url=redact_url(ws_url), retry_in_s=self._ws_retry_s
+                "heads.websocket_closed", url=redact_url(ws_url), retry_in_s=self._ws_retry_delay_s
             )
         finally:
             self.mode = POLLING

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from keeper.chain.rpc import RpcClient, RpcError
+from keeper.chain.rpc import RpcClient, RpcError, RpcTransportError
 
 Topics = Sequence[str | Sequence[str] | None]
 
@@ -33,6 +33,14 @@ _LIMIT_EXCEEDED_CODE = -32005
 # so a limit met in one busy stretch should not slow down the quiet ones for good, while against
 # a fixed block-range cap each probe costs one refused request in nine.
 _SUCCESSES_BEFORE_GROWING = 8
+
+
+_LOG_FIELDS = ("address", "topics", "data", "blockNumber", "blockHash", "logIndex")
+
+
+class InconsistentLogsError(RpcTransportError):
+    """The node answered `eth_getLogs` with logs it cannot have meant: outside the range asked
+    for, removed by a reorg, or missing fields. Nothing is applied; the range is asked again."""
 
 
 class LogFetcher:
@@ -94,6 +102,7 @@ class LogFetcher:
                 self._chunk = max(self._min_chunk, span // 2)
                 self._successes = 0
                 continue
+            _check_chunk(chunk, start, end)
             logs.extend(chunk)
             start = end + 1
             self._note_success()
@@ -119,6 +128,25 @@ class LogFetcher:
         if self._successes >= _SUCCESSES_BEFORE_GROWING:
             self._chunk = min(self._max_chunk, self._chunk * 2)
             self._successes = 0
+
+
+def _check_chunk(chunk: object, from_block: int, to_block: int) -> None:
+    if not isinstance(chunk, list):
+        raise InconsistentLogsError(f"eth_getLogs answered {type(chunk).__name__}, not a list")
+    for entry in chunk:
+        if not isinstance(entry, dict) or any(field not in entry for field in _LOG_FIELDS):
+            raise InconsistentLogsError("eth_getLogs answered a log without its fields")
+        if entry.get("removed") is True:
+            raise InconsistentLogsError("eth_getLogs answered a log removed by a reorg")
+        try:
+            block = int(entry["blockNumber"], 16)
+            int(entry["logIndex"], 16)
+        except (TypeError, ValueError):
+            raise InconsistentLogsError("eth_getLogs answered a log with a bad number") from None
+        if not from_block <= block <= to_block:
+            raise InconsistentLogsError(
+                f"eth_getLogs for blocks {from_block}..{to_block} answered a log of block {block}"
+            )
 
 
 def _filter(addresses: Sequence[str], topics: Topics | None, **where: str) -> dict[str, Any]:

@@ -60,7 +60,8 @@ class AnvilNode:
     """Starts anvil on loopback; `stop()` (or leaving the `with` block) ends it and its files.
 
     History goes to a cache path inside the node's own temp dir, so nothing accumulates in
-    ~/.foundry across runs.
+    ~/.foundry across runs. With `dump_state` anvil writes its state there when stopped, and
+    `restart()` brings it back from it on the same port; `load_state` starts from such a file.
     """
 
     def __init__(
@@ -72,6 +73,8 @@ class AnvilNode:
         port: int | None = None,
         gas_limit: int | None = None,
         host: str = "127.0.0.1",
+        dump_state: Path | None = None,
+        load_state: Path | None = None,
     ) -> None:
         self.chain_id = chain_id
         self.port = port or free_port()
@@ -90,15 +93,12 @@ class AnvilNode:
             args += ["--block-time", str(block_time)]
         if gas_limit is not None:
             args += ["--gas-limit", str(gas_limit)]
-        self._log = (self._workdir / "anvil.log").open("wb")
-        self._process = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            self._wait_until_ready()
-        except BaseException:
-            self.stop()
-            raise
+        if dump_state is not None:
+            # Historical states too, so views at blocks before a restart still answer after it.
+            args += ["--dump-state", str(dump_state), "--preserve-historical-states"]
+        self._args = args
+        self._dump_state = dump_state
+        self._launch(load_state)
 
     @property
     def rpc_url(self) -> str:
@@ -138,6 +138,37 @@ class AnvilNode:
 
     def stop(self) -> None:
         """Ends the process this node started (SIGTERM, then SIGKILL) and removes its files."""
+        self._terminate()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def restart(self) -> None:
+        """Stops anvil with SIGTERM, which makes it write its state to `dump_state`, and starts
+        it again on the same port from that state: the same blocks, accounts, contracts and
+        historical states, as a node operator's restart keeps its database. Mining set over RPC
+        (`evm_setIntervalMining`) is not part of the state: whoever set it sets it again."""
+        if self._dump_state is None:
+            raise AnvilError("restart needs dump_state: without it anvil would start a new chain")
+        self._dump_state.unlink(missing_ok=True)
+        self._terminate()
+        if not self._dump_state.exists():
+            raise AnvilError(f"anvil wrote no state to {self._dump_state}:\n{self.log_tail()}")
+        self._launch(self._dump_state)
+
+    def _launch(self, load_state: Path | None) -> None:
+        args = list(self._args)
+        if load_state is not None:
+            args += ["--load-state", str(load_state)]
+        self._log = (self._workdir / "anvil.log").open("ab")
+        self._process = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _terminate(self) -> None:
         if self._process.poll() is None:
             self._process.terminate()
             try:
@@ -146,7 +177,6 @@ class AnvilNode:
                 self._process.kill()
                 self._process.wait()
         self._log.close()
-        shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> AnvilNode:
         return self

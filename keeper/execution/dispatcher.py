@@ -29,6 +29,7 @@ from keeper.chain.heads import latest_head
 from keeper.chain.rpc import RpcClient, RpcError, RpcTransportError
 from keeper.execution.errors import SendErrorKind, classify_send_error
 from keeper.execution.fees import DEFAULT_MIN_BUMP_BPS, Eip1559Fees, bumped_fees, initial_fees
+from keeper.execution.journal import JournalEntry, TxJournal, TxStatus
 from keeper.execution.observer import ExecutionObserver, NullExecutionObserver
 from keeper.execution.signer import Signer
 
@@ -115,6 +116,7 @@ class Dispatcher:
         priority_fee_wei: int,
         max_fee_wei: int,
         inclusion_timeout_s: float,
+        journal: TxJournal,
         min_bump_bps: int = DEFAULT_MIN_BUMP_BPS,
         still_wanted: StillWanted | None = None,
         observer: ExecutionObserver | None = None,
@@ -126,6 +128,7 @@ class Dispatcher:
         self._priority_fee_wei = priority_fee_wei
         self._max_fee_wei = max_fee_wei
         self._inclusion_timeout_s = inclusion_timeout_s
+        self._journal = journal
         self._min_bump_bps = min_bump_bps
         self._still_wanted = still_wanted
         self._observer = observer or NullExecutionObserver()
@@ -208,13 +211,113 @@ class Dispatcher:
                 detail="not mined before the stop: it may still be, and a restart resumes after it",
             )
 
+    async def reconcile(
+        self, *, mined_after: int | None = None
+    ) -> list[tuple[TxRequest, asyncio.Future[TxResult]]]:
+        """Settles the journal against the chain before anything new is sent: at start every
+        nonce a previous run may have left on the network, after a reorg back to `mined_after`
+        every nonce mined above that block.
+
+        A hash found mined is recorded so; a nonce whose hashes a node still holds is followed
+        again, as if this run had sent it, and returned so its sender can wait on it; a nonce
+        no node knows is recorded dropped (or taken, when something else used it), and the
+        next send re-reads the chain's nonce."""
+        groups = (
+            self._journal.unsettled()
+            if mined_after is None
+            else self._journal.mined_after(mined_after)
+        )
+        adopted: list[tuple[TxRequest, asyncio.Future[TxResult]]] = []
+        mined_nonce: int | None = None
+        for nonce, entries in groups.items():
+            if nonce in self._pending:
+                continue
+            sent = [entry for entry in entries if entry.status is not TxStatus.REFUSED]
+            if await self._record_if_mined(nonce, sent):
+                continue
+            known = [entry for entry in sent if await self._node_has(entry.tx_hash)]
+            if known:
+                adopted.append(self._adopt(nonce, known, reopen=mined_after is not None))
+                continue
+            if mined_nonce is None:
+                mined_nonce = await self._chain_nonce("latest")
+            status = TxStatus.NONCE_TAKEN if nonce < mined_nonce else TxStatus.DROPPED
+            self._journal.close_nonce((entry.tx_hash for entry in sent), status)
+            self._next_nonce = None
+            log.warning(
+                f"journal.{status.value}",
+                key=sent[-1].key if sent else entries[-1].key,
+                nonce=nonce,
+                tx_hashes=[entry.tx_hash for entry in sent],
+                detail="no node knows it: it was never sent or a reorg dropped it; "
+                "its account is judged afresh",
+            )
+        return adopted
+
+    async def _record_if_mined(self, nonce: int, entries: list[JournalEntry]) -> bool:
+        for entry in entries:
+            receipt = await self._rpc.request("eth_getTransactionReceipt", [entry.tx_hash])
+            if receipt is None:
+                continue
+            block = int(receipt["blockNumber"], 16)
+            if entry.cancel:
+                status = TxStatus.CANCELLED
+            else:
+                status = TxStatus.INCLUDED if int(receipt["status"], 16) == 1 else TxStatus.REVERTED
+            if entry.status is not status or entry.block_number != block:
+                self._journal.settle(nonce, entry.tx_hash, status, block)
+                log.info(
+                    "journal.found_mined",
+                    key=entry.key,
+                    nonce=nonce,
+                    tx_hash=entry.tx_hash,
+                    status=status.value,
+                    block=block,
+                )
+            return True
+        return False
+
+    def _adopt(
+        self, nonce: int, known: list[JournalEntry], *, reopen: bool
+    ) -> tuple[TxRequest, asyncio.Future[TxResult]]:
+        """Follows a journaled nonce still waiting in a node's pool, so it is replaced when
+        stuck and never sent a second time."""
+        original = next((entry for entry in known if not entry.cancel), known[0])
+        latest = known[-1]
+        request = TxRequest(original.key, original.to, original.data, original.gas_limit)
+        future: asyncio.Future[TxResult] = asyncio.get_running_loop().create_future()
+        now = self._clock()
+        self._keys.add(request.key)
+        self._pending[nonce] = _Pending(
+            request,
+            nonce,
+            max((entry.fees for entry in known), key=lambda fees: fees.max_fee_per_gas),
+            [entry.tx_hash for entry in known],
+            now,
+            now,
+            future,
+            cancelling=latest.cancel,
+            cancel_hashes={entry.tx_hash for entry in known if entry.cancel},
+        )
+        if reopen:
+            self._journal.reopen(entry.tx_hash for entry in known)
+        log.warning(
+            "journal.adopted",
+            key=request.key,
+            nonce=nonce,
+            tx_hashes=[entry.tx_hash for entry in known],
+            detail="sent earlier and still waiting in the pool: followed, not sent again",
+        )
+        return request, future
+
+    async def _chain_nonce(self, block: str) -> int:
+        count = await self._rpc.request("eth_getTransactionCount", [self._signer.address, block])
+        return int(count, 16)
+
     # ------------------------------------------------------------------ sending
 
     async def _sync_nonce(self, reason: str) -> None:
-        count = await self._rpc.request(
-            "eth_getTransactionCount", [self._signer.address, "pending"]
-        )
-        nonce = int(count, 16)
+        nonce = await self._chain_nonce("pending")
         if self._pending:
             nonce = max(nonce, max(self._pending) + 1)
         log.info("dispatcher.nonce_synced", nonce=nonce, reason=reason, was=self._next_nonce)
@@ -233,9 +336,22 @@ class Dispatcher:
             "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
         }
 
-    async def _broadcast(self, tx: Any) -> tuple[str, SendErrorKind | None, str]:
-        """Signs and sends; returns (hash, error kind or None, node's message)."""
+    async def _broadcast(
+        self, tx: Any, key: str, *, cancel: bool
+    ) -> tuple[str, SendErrorKind | None, str]:
+        """Signs, journals, sends; returns (hash, error kind or None, node's message). The
+        journal has the hash before the node does, so a crash at any point leaves a record."""
         signed = self._signer.sign_transaction(tx)
+        self._journal.record_pending(
+            signed.hash,
+            key=key,
+            nonce=tx["nonce"],
+            to=tx["to"],
+            data=tx["data"],
+            gas_limit=tx["gas"],
+            fees=Eip1559Fees(tx["maxFeePerGas"], tx["maxPriorityFeePerGas"]),
+            cancel=cancel,
+        )
         try:
             await self._rpc.request("eth_sendRawTransaction", [signed.raw_transaction])
         except RpcError as error:
@@ -250,7 +366,7 @@ class Dispatcher:
 
     async def _send_new(self, queued: _Queued) -> None:
         if self._next_nonce is None:
-            await self._sync_nonce("start")
+            await self._sync_nonce("unknown")
         assert self._next_nonce is not None
         request = queued.request
         nonce = self._next_nonce
@@ -258,10 +374,12 @@ class Dispatcher:
             self._base_fee_wei, self._priority_fee_wei, max_fee_cap=self._max_fee_wei
         )
         tx = self._transaction(nonce, request.to, request.data, request.gas_limit, fees)
-        tx_hash, kind, message = await self._broadcast(tx)
+        tx_hash, kind, message = await self._broadcast(tx, request.key, cancel=False)
         if kind in _NONCE_SUSPECT and await self._node_has(tx_hash):
             # A send retried after a timeout: the first attempt got through.
             kind = None
+        if kind is not None:
+            self._journal.mark(tx_hash, TxStatus.REFUSED)
         if kind is None:
             self._queue.pop(0)
             self._next_nonce = nonce + 1
@@ -318,10 +436,7 @@ class Dispatcher:
             if self._clock() - pending.sent_at < self._inclusion_timeout_s:
                 continue
             if mined_nonce is None:
-                count = await self._rpc.request(
-                    "eth_getTransactionCount", [self._signer.address, "latest"]
-                )
-                mined_nonce = int(count, 16)
+                mined_nonce = await self._chain_nonce("latest")
             if nonce < mined_nonce:
                 # The nonce is spent. One of our hashes may have been mined after the receipt
                 # check above (the count is read later): only if none was did someone else use
@@ -331,6 +446,7 @@ class Dispatcher:
                     self._settle(pending, receipt, tx_hash)
                     continue
                 del self._pending[nonce]
+                self._journal.close_nonce(pending.hashes, TxStatus.NONCE_TAKEN)
                 log.error("dispatcher.nonce_taken", key=pending.request.key, nonce=nonce)
                 self._finish(
                     pending.future,
@@ -359,6 +475,10 @@ class Dispatcher:
             outcome = TxOutcome.INCLUDED
         else:
             outcome = TxOutcome.REVERTED
+        if tx_hash is not None:
+            self._journal.settle(
+                pending.nonce, tx_hash, TxStatus(outcome.value), int(receipt["blockNumber"], 16)
+            )
         self._finish(
             pending.future,
             TxResult(
@@ -395,7 +515,11 @@ class Dispatcher:
         else:
             request = pending.request
             tx = self._transaction(pending.nonce, request.to, request.data, request.gas_limit, fees)
-        tx_hash, kind, message = await self._broadcast(tx)
+        tx_hash, kind, message = await self._broadcast(
+            tx, pending.request.key, cancel=pending.cancelling
+        )
+        if kind is not None:
+            self._journal.mark(tx_hash, TxStatus.REFUSED)
         pending.sent_at = self._clock()
         # Even a refused replacement raises the floor of the next one.
         pending.fees = fees

@@ -137,6 +137,7 @@ class Liquidator:
         self._last_refusal: dict[str, str] = {}
         self._announced: dict[str, Permission] = {}
         self._in_flight: dict[str, _Attempt] = {}
+        self._adopted_approvals: dict[str, asyncio.Future[TxResult]] = {}
         self.funding: Funding | None = None
 
     def skip_listed(self) -> int:
@@ -176,6 +177,16 @@ class Liquidator:
                 detail=permission.why,
             )
 
+    def follow(self, adopted: Sequence[tuple[TxRequest, asyncio.Future[TxResult]]]) -> None:
+        """Transactions sent before a restart (or un-mined by a reorg) and still pending: a
+        liquidation's outcome is handled like one sent now, and an approval is waited on by
+        `ensure_approvals` instead of being sent again."""
+        for request, future in adopted:
+            if request.key.startswith("liquidate:"):
+                future.add_done_callback(self._on_result)
+            else:
+                self._adopted_approvals[request.key] = future
+
     # ------------------------------------------------------------------ funding
 
     async def ensure_approvals(self) -> None:
@@ -186,13 +197,17 @@ class Liquidator:
             [token_call(m.underlying, "allowance", self._signer, m.manager) for m in markets],
         )
         for market, allowance in zip(markets, allowances, strict=True):
+            key = f"approve:{market.manager}"
+            in_flight = self._adopted_approvals.pop(key, None)
             if allowance.outputs is not None and allowance.outputs[0] >= _APPROVAL_FLOOR:
                 continue
-            approve = token_call(market.underlying, "approve", market.manager, MAX_UINT256)
-            gas = await self._estimate_gas(approve)
-            result = await self._dispatcher.submit(
-                TxRequest(f"approve:{market.manager}", approve.target, approve.data, gas)
-            )
+            if in_flight is None:
+                approve = token_call(market.underlying, "approve", market.manager, MAX_UINT256)
+                gas = await self._estimate_gas(approve)
+                in_flight = self._dispatcher.submit(
+                    TxRequest(key, approve.target, approve.data, gas)
+                )
+            result = await in_flight
             if result.outcome is not TxOutcome.INCLUDED:
                 raise RuntimeError(
                     f"approving {market.manager} to pull {market.underlying} failed: "

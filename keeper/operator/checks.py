@@ -19,6 +19,7 @@ from keeper.chain.rpc import RpcClient, RpcError, RpcTransportError, redact_url
 from keeper.config import ConfigError, KeeperConfig, load_config
 from keeper.display import format_units
 from keeper.execution.decide import NATIVE_DECIMALS
+from keeper.execution.journal import TxJournal
 from keeper.execution.signer import Signer, SignerError
 from keeper.operator.session import backfilled, connected, quiet_logging
 from keeper.operator.valuation import TokenInfo, read_tokens, short
@@ -29,6 +30,7 @@ from keeper.startup import (
     StartupError,
     configured_addresses,
     load_signer,
+    scratch_database,
     signing_pipeline,
 )
 from keeper.state.store import UnknownCreditAccountError
@@ -250,9 +252,11 @@ async def _markets(
     """Per market: the signer's underlying (information: it pays the debt it liquidates) and
     whether it may liquidate at all (a paused market admits emergency liquidators only)."""
     state = loaded.state
-    liquidator, _ = signing_pipeline(rpc, config, signer, state)
-    underlyings = sorted({market.underlying for market in state.markets.values()})
-    _, balances = await liquidator.balances(underlyings)
+    with scratch_database() as database:
+        journal = TxJournal(database, signer.address)
+        liquidator, _ = signing_pipeline(rpc, config, signer, state, journal)
+        underlyings = sorted({market.underlying for market in state.markets.values()})
+        _, balances = await liquidator.balances(underlyings)
     tokens = tokens | await read_tokens(rpc, underlyings)
     for manager, market in state.markets.items():
         token = tokens[market.underlying]

@@ -21,6 +21,7 @@ from keeper.config import KeeperConfig, checked_address, load_config
 from keeper.display import format_units
 from keeper.execution.decide import NATIVE_DECIMALS, gas_cost_in_underlying
 from keeper.execution.dispatcher import Dispatcher, TxOutcome, TxResult
+from keeper.execution.journal import TxJournal
 from keeper.execution.liquidator import GasPlan, Liquidator, Permission, Simulation
 from keeper.execution.signer import Signer
 from keeper.operator.session import (
@@ -38,7 +39,7 @@ from keeper.operator.valuation import (
 )
 from keeper.protocol.calls import eth_call, token_call
 from keeper.risk.health import PriceUnavailableError, checked_price
-from keeper.startup import load_signer, signing_pipeline
+from keeper.startup import keeper_database, load_signer, scratch_database, signing_pipeline
 from keeper.state.model import Market
 
 T = TypeVar("T")
@@ -118,36 +119,61 @@ def liquidate(args: argparse.Namespace) -> int:
 async def _liquidate(
     config: KeeperConfig, signer: Signer, address: str, dry_run: bool, assume_yes: bool
 ) -> int:
-    async with connected(config) as rpc:
-        loaded = await backfilled(rpc, config)
-        state, head = loaded.state, loaded.head
-        valuation = find_account(state, address, head.timestamp)
-        liquidator, dispatcher = signing_pipeline(rpc, config, signer, state)
-        underlying = valuation.market.underlying
-        token = (await read_tokens(rpc, [underlying]))[underlying]
-        print(
-            f"Credit Account {address} ({token.symbol} market, CreditManager "
-            f"{valuation.manager}) at block {head.number} ({utc(head.timestamp)})"
-        )
-        assessment = await _assess(rpc, signer.address, liquidator, valuation, head)
-        _show_assessment(assessment, config, signer.address, token, head)
-        refusal = assessment.refusal(token)
-        if dry_run:
-            if refusal is not None:
-                print(f"it would be refused: {refusal}")
-            succeeds = assessment.simulation.revert is None
-            print(
-                "dry run: nothing sent; the simulated liquidation "
-                + ("succeeds" if succeeds else "does not succeed")
+    # Sending uses the keeper's own database: its lock refuses this command while a keeper
+    # runs with it, and its journal is reconciled before anything is sent. A dry run sends
+    # nothing and may run beside the keeper.
+    with scratch_database() if dry_run else keeper_database(config) as database:
+        async with connected(config) as rpc:
+            return await _assess_and_send(
+                rpc,
+                config,
+                signer,
+                journal=TxJournal(database, signer.address),
+                address=address,
+                dry_run=dry_run,
+                assume_yes=assume_yes,
             )
-            return 0 if succeeds else EXIT_REFUSED
+
+
+async def _assess_and_send(
+    rpc: RpcClient,
+    config: KeeperConfig,
+    signer: Signer,
+    *,
+    journal: TxJournal,
+    address: str,
+    dry_run: bool,
+    assume_yes: bool,
+) -> int:
+    loaded = await backfilled(rpc, config)
+    state, head = loaded.state, loaded.head
+    valuation = find_account(state, address, head.timestamp)
+    liquidator, dispatcher = signing_pipeline(rpc, config, signer, state, journal)
+    underlying = valuation.market.underlying
+    token = (await read_tokens(rpc, [underlying]))[underlying]
+    print(
+        f"Credit Account {address} ({token.symbol} market, CreditManager "
+        f"{valuation.manager}) at block {head.number} ({utc(head.timestamp)})"
+    )
+    assessment = await _assess(rpc, signer.address, liquidator, valuation, head)
+    _show_assessment(assessment, config, signer.address, token, head)
+    refusal = assessment.refusal(token)
+    if dry_run:
         if refusal is not None:
-            print(f"keeper: refused: {refusal}; nothing sent", file=sys.stderr)
-            return EXIT_REFUSED
-        if not assume_yes and not _confirmed(address):
-            print("keeper: aborted; nothing sent", file=sys.stderr)
-            return EXIT_REFUSED
-        return await _send(rpc, config, liquidator, dispatcher, assessment)
+            print(f"it would be refused: {refusal}")
+        succeeds = assessment.simulation.revert is None
+        print(
+            "dry run: nothing sent; the simulated liquidation "
+            + ("succeeds" if succeeds else "does not succeed")
+        )
+        return 0 if succeeds else EXIT_REFUSED
+    if refusal is not None:
+        print(f"keeper: refused: {refusal}; nothing sent", file=sys.stderr)
+        return EXIT_REFUSED
+    if not assume_yes and not _confirmed(address):
+        print("keeper: aborted; nothing sent", file=sys.stderr)
+        return EXIT_REFUSED
+    return await _send(rpc, config, liquidator, dispatcher, assessment)
 
 
 async def _assess(

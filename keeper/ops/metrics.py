@@ -27,7 +27,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from keeper.daemon import Keeper, Pipeline
+from keeper.chain.endpoints import EndpointState, EndpointStatus, SetAsideReason
+from keeper.daemon import REJECTED_INPUTS, Keeper, Pipeline
 from keeper.execution.dispatcher import TxOutcome, TxRequest, TxResult
 from keeper.execution.observer import LiquidationReport
 from keeper.risk.summary import MarketHealth, market_health
@@ -158,6 +159,26 @@ class KeeperMetrics:
             buckets=_RPC_BUCKETS_S,
             registry=registry,
         )
+        self.rpc_failovers = Counter(
+            "keeper_rpc_failovers",
+            "Times an RPC endpoint was set aside (requests went to the next one), by reason.",
+            ["endpoint", "reason"],
+            registry=registry,
+        )
+        self.inputs_rejected = Counter(
+            "keeper_inputs_rejected",
+            "Data the keeper refused to act on (bad prices, inconsistent node answers), by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.reorgs = Counter(
+            "keeper_reorgs", "Chain reorganisations the keeper rolled back.", registry=registry
+        )
+        self.reorged_blocks = Counter(
+            "keeper_reorged_blocks",
+            "Processed blocks that reorganisations replaced (rolled back and re-read).",
+            registry=registry,
+        )
 
     def watch(self, keeper: Keeper, ready: Callable[[], bool], min_native_wei: int) -> None:
         """Exports `keeper`'s live state at every scrape; `ready` is the readiness verdict."""
@@ -171,6 +192,11 @@ class KeeperMetrics:
             self.gas_spent.labels(purpose)
             for outcome in TxOutcome:
                 self.transactions.labels(purpose, outcome.value)
+        for kind in REJECTED_INPUTS:
+            self.inputs_rejected.labels(kind)
+        for status in pipeline.rpc.endpoints():
+            for reason in SetAsideReason:
+                self.rpc_failovers.labels(status.endpoint, reason.value)
         for manager, market in pipeline.state.markets.items():
             self.liquidations_attempted.labels(manager)
             self.liquidations_succeeded.labels(manager)
@@ -186,6 +212,18 @@ class KeeperMetrics:
         self.rpc_duration.labels(method).observe(duration_s)
         if error_kind is not None:
             self.rpc_errors.labels(method, endpoint, error_kind).inc()
+
+    def rpc_endpoint_set_aside(self, endpoint: str, reason: str) -> None:
+        self.rpc_failovers.labels(endpoint, reason).inc()
+
+    # ------------------------------------------------------------------ the daemon's own
+
+    def input_rejected(self, kind: str) -> None:
+        self.inputs_rejected.labels(kind).inc()
+
+    def chain_reorganised(self, depth: int) -> None:
+        self.reorgs.inc()
+        self.reorged_blocks.inc(depth)
 
     # ------------------------------------------------------------------ ExecutionObserver
 
@@ -296,6 +334,7 @@ class _StateCollector(Collector):
                 self._on_pipeline(self._keeper.pipeline)
                 self._on_pipeline = None
             yield from self._pipeline_metrics(now)
+            yield from endpoint_metrics(self._keeper.pipeline.rpc.endpoints())
 
     def _pipeline_metrics(self, now: float) -> Iterator[Metric]:
         pipeline = self._keeper.pipeline
@@ -416,6 +455,31 @@ class _StateCollector(Collector):
                 market_health(pipeline.state, pipeline.monitor, timestamp),
             )
         return self._health_cache[1]
+
+
+def endpoint_metrics(statuses: Iterable[EndpointStatus]) -> list[GaugeMetricFamily]:
+    """Each RPC endpoint's state as the client sees it now."""
+    up = _family(
+        "keeper_rpc_endpoint_up",
+        "1 while the RPC endpoint serves requests, 0 while it is set aside.",
+        ["endpoint"],
+    )
+    states = _family(
+        "keeper_rpc_endpoint_state",
+        "1 for the RPC endpoint's current state, 0 for the others.",
+        ["endpoint", "state"],
+    )
+    preferred = _family(
+        "keeper_rpc_endpoint_preferred",
+        "1 for the RPC endpoint the next request goes to first.",
+        ["endpoint"],
+    )
+    for status in statuses:
+        up.add_metric([status.endpoint], int(status.state is EndpointState.UP))
+        for state in EndpointState:
+            states.add_metric([status.endpoint, state.value], int(status.state is state))
+        preferred.add_metric([status.endpoint], int(status.preferred))
+    return [up, states, preferred]
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

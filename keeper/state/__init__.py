@@ -1,1 +1,1 @@
-"""What the keeper knows about the protocol: plain data, no I/O."""
+"""What the keeper knows about the protocol, and the checkpoint of it kept on disk."""

@@ -15,12 +15,14 @@ from aiohttp import web
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One scripted answer: a JSON-RPC body (`result` or `error`), a raw text body, or a status."""
+    """One scripted answer: a JSON-RPC body (`result` or `error`), a raw text body, or a status
+    (with headers such as Retry-After)."""
 
     status: int = 200
     fields: dict[str, Any] | None = None
     text: str | None = None
     delay_s: float = 0.0
+    headers: dict[str, str] | None = None
 
 
 def result(value: Any) -> Reply:
@@ -53,7 +55,7 @@ class ScriptedNode:
         await asyncio.sleep(reply.delay_s)
         if reply.fields is not None:
             return web.json_response({"jsonrpc": "2.0", "id": body["id"], **reply.fields})
-        return web.Response(status=reply.status, text=reply.text or "")
+        return web.Response(status=reply.status, text=reply.text or "", headers=reply.headers)
 
 
 @dataclass

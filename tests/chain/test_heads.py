@@ -7,7 +7,7 @@ Each test mines blocks on its own anvil with raw RPC and waits (with a deadline)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 import pytest
@@ -216,3 +216,50 @@ async def test_cancelling_the_consumer_closes_the_socket(node: AnvilNode, rpc: R
     assert follower.mode == "polling"
     await asyncio.sleep(0)
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_websocket_retries_back_off_and_start_over_after_a_working_session(
+    node: AnvilNode, rpc: RpcClient
+) -> None:
+    proxy = TcpProxy(node.port, free_port())
+    await proxy.start()
+    follower = HeadFollower(
+        rpc,
+        ws_url=f"ws://127.0.0.1:{proxy.port}",
+        poll_interval_s=0.02,
+        ws_retry_s=0.4,
+        ws_first_retry_s=0.05,
+    )
+
+    def failures() -> list[float]:
+        return [log["retry_in_s"] for log in logs if log["event"] == "heads.websocket_failed"]
+
+    async def follow_until(done: Callable[[], bool]) -> None:
+        """Keeps the chain moving (polling only sees new blocks) until `done()`."""
+        async with asyncio.timeout(WAIT_S):
+            while not done():
+                await mine(rpc)
+                await next_head(heads)
+
+    try:
+        async with aclosing(aiter(follower)) as heads:
+            with capture_logs() as logs:
+                await next_head(heads)
+                await proxy.cut()
+                # Refused again and again: each retry waits twice as long, up to ws_retry_s.
+                await follow_until(lambda: len(failures()) >= 5)
+                assert failures()[:5] == [0.05, 0.1, 0.2, 0.4, 0.4]
+
+                await proxy.start()
+                await follow_until(lambda: follower.mode == "websocket")
+                await mine(rpc)
+                await next_head(heads)  # pushed: the socket works again
+                await proxy.cut()
+                count = len(failures())
+                await follow_until(lambda: len(failures()) > count)
+    finally:
+        await proxy.cut()
+
+    assert failures()[count] == 0.05
+    # Each connection subscribes anew.
+    assert sum(log["event"] == "heads.websocket_subscribed" for log in logs) == 2

@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 import tomllib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +29,13 @@ from keeper.devnet.controls import latest_answer, set_price
 from keeper.devnet.keeper_config import KEY_ENV, KeeperProcess, keeper_config_toml
 from keeper.devnet.network import Devnet, running_devnet
 from keeper.execution.signer import signer_from_env
+from keeper.state.model import CreditAccountState
 
 T = TypeVar("T")
 
 WAD = 10**18
 GWEI = 10**9
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 # Generous: a 2-core CI box running anvil, the keeper and pytest at once can be slow; every wait
 # ends as soon as its condition holds, so a long limit costs nothing when things work.
 WAIT_S = 30.0
@@ -238,11 +240,21 @@ class Harness:
         self.tmp_path = tmp_path
         self._stack = ExitStack()
 
-    def devnet(self, *, accounts: int = 0, seed: int = 1, block_time: int | None = None) -> Devnet:
+    def devnet(
+        self,
+        *,
+        accounts: int = 0,
+        seed: int = 1,
+        block_time: int | None = None,
+        dump_state: Path | None = None,
+    ) -> Devnet:
         """anvil on a free port + the protocol + `accounts` seeded accounts; with `block_time`,
-        anvil then mines a block every that many seconds."""
+        anvil then mines a block every that many seconds; with `dump_state`, `restart_anvil`
+        can restart it with its state."""
         return self._stack.enter_context(
-            running_devnet(accounts=accounts, seed=seed, block_time=block_time)
+            running_devnet(
+                accounts=accounts, seed=seed, block_time=block_time, dump_state=dump_state
+            )
         )
 
     def write_config(
@@ -253,15 +265,24 @@ class Harness:
         inclusion_timeout_s: float = 6.0,
         use_websocket: bool = True,
         metrics_port: int = 0,
+        rpc_url: str | None = None,
+        ws_url: str | None = None,
+        backup_rpc_urls: tuple[str, ...] = (),
+        database_path: str | None = None,
     ) -> Path:
-        """The keeper's TOML for `net`, as `keeper devnet --keeper` writes it."""
+        """The keeper's TOML for `net`, as `keeper devnet --keeper` writes it; the URLs and the
+        database path as `keeper_config_toml` takes them (fault tests put proxies there)."""
         path = self.tmp_path / f"{name}.toml"
         path.write_text(
-            keeper_config_toml(
-                net.manifest(),
+            keeper_config(
+                net,
                 inclusion_timeout_s=inclusion_timeout_s,
                 use_websocket=use_websocket,
                 metrics_port=metrics_port,
+                rpc_url=rpc_url,
+                ws_url=ws_url,
+                backup_rpc_urls=backup_rpc_urls,
+                database_path=database_path,
             )
         )
         return path
@@ -275,16 +296,25 @@ class Harness:
         inclusion_timeout_s: float = 6.0,
         use_websocket: bool = True,
         metrics_port: int = 0,
+        rpc_url: str | None = None,
+        ws_url: str | None = None,
+        backup_rpc_urls: tuple[str, ...] = (),
+        database_path: str | None = None,
     ) -> KeeperRun:
         """`keeper run --config <tmp>/<name>.toml` with `key`, logging to <tmp>/<name>.log; HTTP
         polling for heads instead of WebSocket newHeads with `use_websocket=False`; metrics and
-        health endpoints on localhost:`metrics_port` unless it is 0."""
+        health endpoints on localhost:`metrics_port` unless it is 0; URLs and database path as in
+        `write_config`."""
         config = self.write_config(
             net,
             name,
             inclusion_timeout_s=inclusion_timeout_s,
             use_websocket=use_websocket,
             metrics_port=metrics_port,
+            rpc_url=rpc_url,
+            ws_url=ws_url,
+            backup_rpc_urls=backup_rpc_urls,
+            database_path=database_path,
         )
         run = KeeperRun(name, config, key, self.tmp_path / f"{name}.log")
         self._stack.callback(run.stop)
@@ -319,21 +349,58 @@ class InProcessKeeper:
 
 
 def keeper_config(
-    net: Devnet, *, inclusion_timeout_s: float = 6.0, use_websocket: bool = True
+    net: Devnet,
+    *,
+    inclusion_timeout_s: float = 6.0,
+    use_websocket: bool = True,
+    metrics_port: int = 0,
+    rpc_url: str | None = None,
+    ws_url: str | None = None,
+    backup_rpc_urls: tuple[str, ...] = (),
+    database_path: str | None = None,
 ) -> str:
     """The devnet's keeper TOML, as `keeper devnet --keeper` writes it."""
     return keeper_config_toml(
-        net.manifest(), inclusion_timeout_s=inclusion_timeout_s, use_websocket=use_websocket
+        net.manifest(),
+        inclusion_timeout_s=inclusion_timeout_s,
+        use_websocket=use_websocket,
+        metrics_port=metrics_port,
+        rpc_url=rpc_url,
+        ws_url=ws_url,
+        backup_rpc_urls=backup_rpc_urls,
+        database_path=database_path,
     )
 
 
 @asynccontextmanager
 async def keeper_in_process(
-    net: Devnet, key: DevKey, tmp_path: Path, *, inclusion_timeout_s: float = 6.0
+    net: Devnet,
+    key: DevKey,
+    tmp_path: Path,
+    *,
+    inclusion_timeout_s: float = 6.0,
+    rpc_url: str | None = None,
+    ws_url: str | None = None,
+    backup_rpc_urls: tuple[str, ...] = (),
+    database_path: str | None = None,
+    settings: Mapping[str, Mapping[str, object]] | None = None,
 ) -> AsyncIterator[InProcessKeeper]:
     """Runs `Keeper(config, signer).run()` as a task until the block ends, then cancels it and
-    waits for it; an error the task died of is raised here rather than lost."""
-    raw = tomllib.loads(keeper_config(net, inclusion_timeout_s=inclusion_timeout_s))
+    waits for it; an error the task died of is raised here rather than lost. URLs and database
+    path as `keeper_config_toml` takes them; `settings` sets further keys of the TOML's sections
+    (`{"liquidation": {"max_fee_gwei": 30}}`)."""
+    raw = tomllib.loads(
+        keeper_config(
+            net,
+            inclusion_timeout_s=inclusion_timeout_s,
+            rpc_url=rpc_url,
+            ws_url=ws_url,
+            backup_rpc_urls=backup_rpc_urls,
+            database_path=database_path,
+        )
+    )
+    for section, values in (settings or {}).items():
+        raw.setdefault(section, {}).update(values)
     config = parse_config(raw, base_dir=tmp_path)
     signer = signer_from_env(KEY_ENV, {KEY_ENV: key.private_key})
     with capture_logs() as logs:
@@ -385,6 +452,36 @@ def liquidatable_at(net: Devnet, block: BlockIdentifier = "latest") -> dict[str,
         for account, market in open_accounts(net, block).items()
         if views[market].functions.isLiquidatable(account).call(block_identifier=block)
     }
+
+
+def assert_account_matches_views(
+    net: Devnet, market: str, address: str, account: CreditAccountState | None, block: int
+) -> None:
+    """What a keeper stores for `address` (None: nothing, as for a closed account) equals the
+    CreditManager's `creditAccountInfo` and `balances` at `block`."""
+    manager = manager_of(net, market).functions
+    owner, principal, index, interest, fees = manager.creditAccountInfo(address).call(
+        block_identifier=block
+    )
+    tokens, amounts = manager.balances(address).call(block_identifier=block)
+    where = f"{market} account {address} in block {block}"
+    if owner == ZERO_ADDRESS:
+        assert account is None, f"{where}: closed, still in the keeper's state"
+        assert not any(amounts), f"{where}: closed with balances {amounts}"
+        return
+    assert account is not None, f"{where}: open, missing from the keeper's state"
+    stored = (account.owner, account.principal, account.cumulative_index_ray)
+    assert stored == (owner, principal, index), (
+        f"{where}: keeper has (owner, principal, index) {stored}, views {(owner, principal, index)}"
+    )
+    accrued = (account.accrued_interest, account.accrued_fees)
+    assert accrued == (interest, fees), (
+        f"{where}: keeper has (accrued interest, fees) {accrued}, views {(interest, fees)}"
+    )
+    assert set(account.balances) <= set(tokens), f"{where}: balance of a non-collateral token"
+    held = {token: amount for token, amount in account.balances.items() if amount}
+    viewed = {token: amount for token, amount in zip(tokens, amounts, strict=True) if amount}
+    assert held == viewed, f"{where}: keeper has balances {held}, views {viewed}"
 
 
 def health_factor(net: Devnet, market: str, account: str, block: BlockIdentifier = "latest") -> int:

@@ -21,7 +21,9 @@ import pytest_asyncio
 from keeper.chain.rpc import RpcClient
 from keeper.devnet.anvil import AnvilNode
 from keeper.execution.dispatcher import Dispatcher, TxOutcome, TxRequest
-from keeper.execution.signer import signer_from_env
+from keeper.execution.journal import TxJournal, TxStatus
+from keeper.execution.signer import Signer, signer_from_env
+from keeper.startup import scratch_database
 
 pytestmark = [pytest.mark.chain, pytest.mark.asyncio]
 
@@ -53,9 +55,16 @@ async def test_own_transaction_mined_between_receipt_and_nonce_reads_is_included
 ) -> None:
     rpc = MinesBeforeCountingNonces(node.rpc_url, timeout_s=5.0, attempts=2)
     signer = signer_from_env("KEY", {"KEY": node.keys()[1].private_key})
+    with scratch_database() as database:
+        await _race(rpc, signer, node.chain_id, TxJournal(database, signer.address))
+
+
+async def _race(
+    rpc: MinesBeforeCountingNonces, signer: Signer, chain_id: int, journal: TxJournal
+) -> None:
     dispatcher = Dispatcher(
-        rpc, signer, node.chain_id, priority_fee_wei=GWEI, max_fee_wei=500 * GWEI,
-        inclusion_timeout_s=0.2,
+        rpc, signer, chain_id, priority_fee_wei=GWEI, max_fee_wei=500 * GWEI,
+        inclusion_timeout_s=0.2, journal=journal,
     )  # fmt: skip
     await rpc.request("evm_setAutomine", [False])
     task = asyncio.create_task(dispatcher.run())
@@ -69,6 +78,10 @@ async def test_own_transaction_mined_between_receipt_and_nonce_reads_is_included
         receipt = await rpc.request("eth_getTransactionReceipt", [result.tx_hash])
         assert int(receipt["status"], 16) == 1
         assert int(receipt["blockNumber"], 16) == 1
+        journaled = [
+            (entry.tx_hash, entry.status, entry.block_number) for entry in journal.entries()
+        ]
+        assert journaled == [(result.tx_hash, TxStatus.INCLUDED, 1)]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -19,6 +19,7 @@ from keeper.state.model import CreditAccountState
 from tests.keeper.helpers import (
     Harness,
     InProcessKeeper,
+    assert_account_matches_views,
     keeper_in_process,
     manager_of,
     on_chain,
@@ -29,7 +30,6 @@ from tests.keeper.helpers import (
 pytestmark = [pytest.mark.chain, pytest.mark.asyncio]
 
 MAX_UINT256 = 2**256 - 1
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 USDC = 10**6
 WETH = 10**18
 INTEREST_S = 20 * 60
@@ -87,26 +87,11 @@ def _assert_matches_views(net: Devnet, market: str, address: str, seen: KeeperVi
     manager = manager_of(net, market).functions
     block = seen.block
     assert net.w3.eth.get_block(block)["timestamp"] == seen.timestamp
-    owner, principal, index, interest, fees = manager.creditAccountInfo(address).call(
-        block_identifier=block
-    )
-    tokens, amounts = manager.balances(address).call(block_identifier=block)
-    if owner == ZERO_ADDRESS:
-        assert seen.account is None, f"closed in block {block}, still in the keeper's state"
+    assert_account_matches_views(net, market, address, seen.account, block)
+    if seen.account is None:
         assert not seen.in_book, f"closed in block {block}, still in the keeper's risk book"
-        assert not any(amounts)
         return
-    account = seen.account
-    assert account is not None, f"open in block {block}, missing from the keeper's state"
     assert seen.in_book
-    assert (account.owner, account.principal, account.cumulative_index_ray) == (
-        owner, principal, index,
-    )  # fmt: skip
-    assert (account.accrued_interest, account.accrued_fees) == (interest, fees)
-    assert set(account.balances) <= set(tokens)
-    assert {t: a for t, a in account.balances.items() if a} == {
-        t: a for t, a in zip(tokens, amounts, strict=True) if a
-    }
     assert (seen.total_value, seen.weighted_value) == tuple(
         manager.calcTotalValue(address).call(block_identifier=block)
     )
