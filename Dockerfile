@@ -45,8 +45,17 @@ EXPOSE 8545
 FROM runtime AS keeper
 # Inside a container the health endpoint must be reachable from outside it, on a known port:
 # these override [ops] in the config file (ASGARD_KEEPER_<SECTION>_<KEY> wins over the file).
+# The database (checkpoint + transaction journal) lives on a volume, so it outlives the
+# container; a database_path in the config file is overridden too: to move it, set the variable.
 ENV ASGARD_KEEPER_OPS_METRICS_HOST=0.0.0.0 \
-    ASGARD_KEEPER_OPS_METRICS_PORT=9108
+    ASGARD_KEEPER_OPS_METRICS_PORT=9108 \
+    ASGARD_KEEPER_STORAGE_DATABASE_PATH=/var/lib/asgard-keeper/keeper.sqlite
+# Owned by the keeper's uid: a new named volume mounted here takes this owner and mode. One
+# keeper per volume: the database is locked by the keeper that has it open.
+USER root
+RUN install --directory --owner=10001 --group=10001 --mode=0700 /var/lib/asgard-keeper
+USER 10001
+VOLUME ["/var/lib/asgard-keeper"]
 EXPOSE 9108
 # SIGTERM (docker stop) cancels the daemon, which follows in-flight transactions for at most
 # [ops] shutdown_grace_s (< 10 s, docker's default stop timeout) and exits 0.

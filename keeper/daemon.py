@@ -41,7 +41,7 @@ from keeper.startup import (
     signing_pipeline,
 )
 from keeper.state.checkpoint import CheckpointStore
-from keeper.state.database import Database
+from keeper.state.database import Database, DatabaseError
 from keeper.state.store import PriceKey, ProtocolState, StateChanges, UndoUnavailableError
 
 log = structlog.get_logger(__name__)
@@ -144,6 +144,8 @@ class Keeper:
         except ChainMismatchError as error:
             log.error("keeper.chain_changed", error=str(error))
             raise
+        except DatabaseError as error:
+            raise StartupError(str(error)) from None
         finally:
             await rpc.close()
 

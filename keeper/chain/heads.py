@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ _log = structlog.get_logger(__name__)
 WEBSOCKET: Final = "websocket"
 POLLING: Final = "polling"
 
+_BLOCK_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 _HEAD_FIELDS = ("number", "hash", "parentHash", "timestamp", "baseFeePerGas")
 # web3's defaults hide a hung node for minutes; these notice it within a few seconds. Nothing is
 # polled while a connection is attempted, so an unreachable host may cost at most the open and
@@ -55,16 +57,32 @@ class Head:
     base_fee_per_gas: int
 
 
+class MalformedBlockError(RpcTransportError):
+    """A node answered a block without the fields every block has, or with values that are not
+    numbers and 32-byte hashes: nothing is taken from it, and it counts as a failed request."""
+
+
 def parse_head(block: Mapping[str, Any]) -> Head:
     """A block as the node sends it (hex strings) or as web3 formats it (ints, HexBytes); a block
-    from before London has no base fee and gets 0."""
-    return Head(
-        number=_to_int(block["number"]),
-        hash=_to_hex(block["hash"]),
-        parent_hash=_to_hex(block["parentHash"]),
-        timestamp=_to_int(block["timestamp"]),
-        base_fee_per_gas=_to_int(block.get("baseFeePerGas", 0)),
-    )
+    from before London has no base fee and gets 0. Raises `MalformedBlockError`."""
+    try:
+        head = Head(
+            number=_to_int(block["number"]),
+            hash=_to_hex(block["hash"]),
+            parent_hash=_to_hex(block["parentHash"]),
+            timestamp=_to_int(block["timestamp"]),
+            base_fee_per_gas=_to_int(block.get("baseFeePerGas", 0)),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise MalformedBlockError(
+            f"malformed block from the node ({type(error).__name__}: {error})"
+        ) from None
+    for field, value in (("hash", head.hash), ("parentHash", head.parent_hash)):
+        if not _BLOCK_HASH.fullmatch(value):
+            raise MalformedBlockError(f"malformed block from the node: {field} is not a hash")
+    if min(head.number, head.timestamp, head.base_fee_per_gas) < 0:
+        raise MalformedBlockError("malformed block from the node: a negative number")
+    return head
 
 
 async def latest_head(rpc: RpcClient) -> Head:

@@ -19,16 +19,24 @@ from keeper.devnet.network import Devnet, running_devnet
 from keeper.devnet.report import format_table, read_accounts
 from keeper.devnet.tx import connect
 from keeper.display import format_units
+from keeper.state.database import Database, DatabaseError, DatabaseLockedError, lock_path
 
 DEFAULT_METRICS_PORT = 9108
+# The `--keeper` daemon's database, beside the manifest and its config: `make run` exercises the
+# checkpoint and the transaction journal as production does, and the devnet removes it on exit.
+KEEPER_DATABASE = "keeper.sqlite"
 
 
 def run_devnet(args: argparse.Namespace) -> int:
     manifest_path: Path = args.manifest
     keeper_config_path = manifest_path.with_name("keeper.toml")
+    keeper_database_path = manifest_path.with_name(KEEPER_DATABASE)
     if args.keeper_config is not None:
         # A config left by a devnet that was killed names a chain that no longer exists.
         args.keeper_config.unlink(missing_ok=True)
+    if args.keeper:
+        # So does a database left by a killed devnet's keeper; one still open is refused.
+        remove_stale_database(keeper_database_path)
     print(f"starting devnet: anvil + reference protocol + {args.accounts} accounts ...")
     started = time.monotonic()
     with running_devnet(
@@ -49,11 +57,20 @@ def run_devnet(args: argparse.Namespace) -> int:
             if args.keeper:
                 metrics_port = free_port()
                 keeper_config_path.write_text(
-                    keeper_config_toml(manifest, metrics_port=metrics_port)
+                    keeper_config_toml(
+                        manifest,
+                        metrics_port=metrics_port,
+                        # Relative to the config, which is beside it.
+                        database_path=keeper_database_path.name,
+                    )
                 )
                 written.append(keeper_config_path)
+                written += database_files(keeper_database_path)
                 keeper = KeeperProcess(keeper_config_path, net.roles.keeper)
-                print(f"keeper: pid {keeper.pid}, config {keeper_config_path}")
+                print(
+                    f"keeper: pid {keeper.pid}, config {keeper_config_path}, "
+                    f"database {keeper_database_path}"
+                )
                 print(
                     f"keeper: metrics http://127.0.0.1:{metrics_port}/metrics, health /healthz "
                     "and /readyz",
@@ -75,11 +92,48 @@ def run_devnet(args: argparse.Namespace) -> int:
     return 0
 
 
+def database_files(path: Path) -> list[Path]:
+    """The keeper database at `path` and the files kept beside it: SQLite's write-ahead log and
+    shared-memory index, and the keeper's lock file."""
+    return [
+        path,
+        path.with_name(path.name + "-wal"),
+        path.with_name(path.name + "-shm"),
+        lock_path(path),
+    ]
+
+
+def remove_stale_database(path: Path) -> None:
+    """Removes the keeper database at `path` and its companion files; raises `ConfigError` if
+    a keeper still has it open (another devnet uses the same directory)."""
+    if path.is_file():
+        try:
+            Database.open(path).close()
+        except DatabaseLockedError:
+            holder = lock_path(path).read_text(errors="replace").strip()
+            raise ConfigError(
+                "--manifest",
+                str(path.parent),
+                f"the keeper database {path.name} there is in use by another keeper"
+                + (f" (pid {holder})" if holder else "")
+                + ": another `keeper devnet --keeper` runs with this directory; stop it or "
+                "choose another --manifest",
+            ) from None
+        except DatabaseError:
+            pass  # unreadable: removed all the same
+    for file in database_files(path):
+        file.unlink(missing_ok=True)
+
+
 def _write_container_config(
     net: Devnet, config_path: Path, advertise_url: str | None
 ) -> list[Path]:
     """A keeper config (and the devnet keeper's well-known key beside it) for a keeper in
-    another container, which reaches this node at `advertise_url`; returns the files written."""
+    another container, which reaches this node at `advertise_url`; returns the files written.
+
+    It names no database: the keeper image sets ASGARD_KEEPER_STORAGE_DATABASE_PATH to its own
+    volume (the variable would win over the file anyway), and this directory is the devnet's,
+    which the keeper mounts read-only and the devnet empties when it stops."""
     key_path = config_path.with_name("keeper.key")
     key_path.write_text(net.roles.keeper.private_key + "\n")
     key_path.chmod(0o600)

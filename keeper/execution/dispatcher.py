@@ -94,6 +94,7 @@ class _Pending:
     cancelling: bool = False
     cancel_hashes: set[str] = field(default_factory=set)
     replacements: int = 0
+    at_cap: bool = False  # its fees reached the cap: it is offered again, never bumped
 
 
 @dataclass(slots=True)
@@ -492,22 +493,28 @@ class Dispatcher:
         )
 
     async def _replace(self, pending: _Pending) -> None:
+        """Bumps the fees of a transaction not included in time. At the cap the same
+        transaction is offered again at the cap: a node may have dropped it while the base fee
+        was above its max fee, and it is the most the operator allows to pay."""
         fees = bumped_fees(
             pending.fees,
             self._base_fee_wei,
             min_bump_bps=self._min_bump_bps,
             max_fee_cap=self._max_fee_wei,
         )
+        at_cap = fees is None
         if fees is None:
-            log.warning(
-                "dispatcher.fee_cap_reached",
-                key=pending.request.key,
-                nonce=pending.nonce,
-                max_fee_per_gas=pending.fees.max_fee_per_gas,
-                cap=self._max_fee_wei,
-            )
-            pending.sent_at = self._clock()
-            return
+            if not pending.at_cap:
+                log.warning(
+                    "dispatcher.fee_cap_reached",
+                    key=pending.request.key,
+                    nonce=pending.nonce,
+                    max_fee_per_gas=pending.fees.max_fee_per_gas,
+                    cap=self._max_fee_wei,
+                    detail="offered again at the cap every inclusion timeout until mined",
+                )
+            pending.at_cap = True
+            fees = pending.fees
         if not pending.cancelling and self._still_wanted is not None:
             pending.cancelling = not await self._still_wanted(pending.request)
         if pending.cancelling:
@@ -523,14 +530,18 @@ class Dispatcher:
         pending.sent_at = self._clock()
         # Even a refused replacement raises the floor of the next one.
         pending.fees = fees
-        if kind is None:
+        if kind is None and tx_hash not in pending.hashes:
             pending.hashes.append(tx_hash)
             if pending.cancelling:
                 pending.cancel_hashes.add(tx_hash)
             pending.replacements += 1
             self._observer.transaction_replaced(pending.request, cancel=pending.cancelling)
+        if kind is None:
+            event = "dispatcher.resent_at_cap" if at_cap else "dispatcher.replaced"
+        else:
+            event = "dispatcher.replacement_refused"
         log.info(
-            "dispatcher.replaced" if kind is None else "dispatcher.replacement_refused",
+            event,
             key=pending.request.key,
             nonce=pending.nonce,
             tx_hash=tx_hash,

@@ -119,10 +119,11 @@ def liquidate(args: argparse.Namespace) -> int:
 async def _liquidate(
     config: KeeperConfig, signer: Signer, address: str, dry_run: bool, assume_yes: bool
 ) -> int:
-    # Sending uses the keeper's own database: its lock refuses this command while a keeper
-    # runs with it, and its journal is reconciled before anything is sent. A dry run sends
-    # nothing and may run beside the keeper.
-    with scratch_database() if dry_run else keeper_database(config) as database:
+    # Sending uses the keeper's own database when it has one: its lock refuses this command
+    # while a keeper runs with it, and its journal is reconciled before anything is sent. A
+    # dry run sends nothing and may run beside the keeper.
+    own_database = config.storage.database_path is not None and not dry_run
+    with keeper_database(config) if own_database else scratch_database() as database:
         async with connected(config) as rpc:
             return await _assess_and_send(
                 rpc,

@@ -5,7 +5,7 @@ images it builds being stages of the repository's Dockerfile."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tests.deploy.helpers import (
@@ -93,9 +93,30 @@ def test_the_keeper_waits_for_the_devnet_and_reads_its_config_read_only() -> Non
     assert keeper["command"][:3] == ["run", "--config", "/shared/keeper.toml"]
     assert _flag(keeper["command"], "--log-format") == "json"
     assert keeper["depends_on"] == {"devnet": {"condition": "service_healthy"}}
-    assert keeper["volumes"] == ["shared:/shared:ro"]
+    shared = [volume for volume in keeper["volumes"] if volume.startswith("shared:")]
+    assert shared == ["shared:/shared:ro"]
     assert keeper["restart"] == "unless-stopped"
     assert keeper["stop_grace_period"] == "10s"
+
+
+def test_the_keeper_keeps_its_database_in_its_own_named_volume() -> None:
+    """The image puts the database in a directory (ASGARD_KEEPER_STORAGE_DATABASE_PATH): compose
+    mounts a named volume there, writable, that no other service shares."""
+    compose = _compose()
+    image_env = re.search(r"ASGARD_KEEPER_STORAGE_DATABASE_PATH=(\S+)", DOCKERFILE.read_text())
+    assert image_env is not None
+    directory = str(PurePosixPath(image_env.group(1)).parent)
+    keeper = compose["services"]["keeper"]
+    assert "ASGARD_KEEPER_STORAGE_DATABASE_PATH" not in (keeper.get("environment") or {})
+    mounts = [volume.split(":") for volume in keeper["volumes"]]
+    (data,) = [mount for mount in mounts if mount[1] == directory]
+    source, _, *mode = data
+    assert mode in ([], ["rw"]), "the keeper writes its database"
+    assert source in (compose.get("volumes") or {}), "a named volume, declared"
+    assert source != "shared"
+    for name, service in compose["services"].items():
+        if name != "keeper":
+            assert not [v for v in service.get("volumes", []) if v.split(":")[0] == source], name
 
 
 def test_prometheus_and_grafana_images_are_pinned_and_configured() -> None:

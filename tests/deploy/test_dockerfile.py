@@ -4,13 +4,14 @@ recipe, replayed on this machine, yields a working keeper without the dev tools.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -56,13 +57,25 @@ def lineage(all_stages: dict[str, Stage], name: str) -> list[Stage]:
     return chain
 
 
+def effective_user(chain: list[Stage]) -> str:
+    """The USER the image runs as: the last one set by the nearest stage that sets one."""
+    users = [stage.all("USER") for stage in chain if stage.all("USER")]
+    assert users, "the image sets a USER"
+    return users[0][-1]
+
+
+def keeper_uid() -> int:
+    user = re.search(r"useradd .*--uid (\d+)", DOCKERFILE.read_text())
+    assert user, "the Dockerfile creates no user with a fixed uid"
+    return int(user.group(1))
+
+
 def test_the_default_image_is_the_keeper_non_root_with_a_health_check_on_healthz() -> None:
     all_stages = stages()
     assert list(all_stages)[-1] == "keeper", "the last stage is what `docker build .` produces"
     keeper = lineage(all_stages, "keeper")
-    users = [user for stage in keeper for user in stage.all("USER")]
-    assert users, "the keeper image sets a USER"
-    assert users[0] not in ("root", "0"), users
+    assert effective_user(keeper) not in ("root", "0")
+    assert effective_user(keeper) in ("keeper", str(keeper_uid()))
     (healthcheck,) = [h for stage in keeper for h in stage.all("HEALTHCHECK")]
     assert "/healthz" in healthcheck
     env = " ".join(e for stage in keeper for e in stage.all("ENV"))
@@ -71,6 +84,43 @@ def test_the_default_image_is_the_keeper_non_root_with_a_health_check_on_healthz
     assert "ASGARD_KEEPER_OPS_METRICS_HOST=0.0.0.0" in env
     assert port.group(1) in " ".join(e for stage in keeper for e in stage.all("EXPOSE"))
     assert "ASGARD_KEEPER_OPS_METRICS_PORT" in healthcheck
+
+
+def test_the_keeper_keeps_its_database_on_a_volume_its_user_owns() -> None:
+    """The database outlives the container: its directory is a VOLUME, created (before the
+    VOLUME line, which freezes it) owned by the keeper's uid, so that a new named volume mounted
+    there, which copies the directory's owner, is writable by the keeper."""
+    keeper_stage = stages()["keeper"]
+    env = " ".join(keeper_stage.all("ENV"))
+    database = re.search(r"ASGARD_KEEPER_STORAGE_DATABASE_PATH=(\S+)", env)
+    assert database is not None, "the keeper image sets no database path"
+    path = PurePosixPath(database.group(1))
+    assert path == PurePosixPath("/var/lib/asgard-keeper/keeper.sqlite")
+    directory = str(path.parent)
+    volumes = [
+        volume
+        for argument in keeper_stage.all("VOLUME")
+        for volume in (json.loads(argument) if argument.startswith("[") else argument.split())
+    ]
+    assert volumes == [directory], volumes
+    words = [word for word, _ in keeper_stage.instructions]
+    creates = [
+        index
+        for index, (word, argument) in enumerate(keeper_stage.instructions)
+        if word == "RUN" and directory in argument
+    ]
+    assert len(creates) == 1, "one RUN creates the database directory"
+    (create,) = creates
+    owner = re.search(
+        r"(?:--owner[= ]|-o\s+|chown\s+(?:-\S+\s+)*)(\w+)", keeper_stage.instructions[create][1]
+    )
+    assert owner is not None, "the database directory is given to the keeper's user"
+    assert owner.group(1) in ("keeper", str(keeper_uid()))
+    assert create < words.index("VOLUME"), "changes after VOLUME are discarded by the build"
+    # The directory is created as root, then the image drops back to the keeper's user.
+    users_after = [a for w, a in keeper_stage.instructions[create:] if w == "USER"]
+    assert users_after
+    assert users_after[-1] not in ("root", "0")
 
 
 def test_build_tools_stay_in_the_build_stages() -> None:

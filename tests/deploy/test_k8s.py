@@ -25,6 +25,9 @@ from tests.deploy.helpers import (
 )
 
 SECRET_DIR = PurePosixPath("/var/run/secrets/asgard-keeper")
+DATABASE = PurePosixPath("/var/lib/asgard-keeper/keeper.sqlite")
+# The only volumes the keeper writes: scratch space and its database.
+WRITABLE = frozenset({"tmp", "data"})
 
 
 def _kustomization() -> dict[str, Any]:
@@ -72,6 +75,7 @@ def test_the_kustomization_lists_existing_manifests_and_leaves_the_secret_out() 
     resources = kustomization["resources"]
     assert set(resources) == {
         "deployment.yaml",
+        "persistentvolumeclaim.yaml",
         "service.yaml",
         "servicemonitor.yaml",
         "prometheus-rule.yaml",
@@ -93,6 +97,40 @@ def test_one_replica_recreated_never_rolled() -> None:
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     text = (K8S / "deployment.yaml").read_text()
     assert "nonce" in text  # the reason is written next to it
+
+
+def test_the_database_is_on_a_persistent_volume_claim_where_the_keeper_writes_it() -> None:
+    """One ReadWriteOnce claim, mounted writable where ASGARD_KEEPER_STORAGE_DATABASE_PATH
+    points (the same path as the image's default), so the checkpoint and the journal outlive
+    the pod; the reason for one keeper per key and database is written next to the replicas."""
+    env = _env()
+    path = PurePosixPath(env["ASGARD_KEEPER_STORAGE_DATABASE_PATH"])
+    assert path == DATABASE
+    image = re.search(r"ASGARD_KEEPER_STORAGE_DATABASE_PATH=(\S+)", DOCKERFILE.read_text())
+    assert image is not None
+    assert PurePosixPath(image.group(1)) == path
+    mounts = {mount["name"]: mount for mount in _container()["volumeMounts"]}
+    data = mounts["data"]
+    assert PurePosixPath(data["mountPath"]) == path.parent
+    assert not data.get("readOnly")
+    assert "subPath" not in data  # the -wal, -shm and .lock files live beside the database
+    others = [PurePosixPath(m["mountPath"]) for name, m in mounts.items() if name != "data"]
+    assert not [m for m in others if path.is_relative_to(m) or m.is_relative_to(path.parent)]
+    volumes = {volume["name"]: volume for volume in _pod()["volumes"]}
+    claim = _manifest("persistentvolumeclaim.yaml")
+    assert claim["apiVersion"] == "v1"
+    assert claim["kind"] == "PersistentVolumeClaim"
+    assert volumes["data"] == {
+        "name": "data",
+        "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]},
+    }
+    assert claim["spec"]["accessModes"] in (["ReadWriteOnce"], ["ReadWriteOncePod"])
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    # fsGroup makes the volume writable by the keeper's group whatever its owner.
+    assert _pod()["securityContext"]["fsGroup"] == _pod()["securityContext"]["runAsGroup"]
+    text = (K8S / "deployment.yaml").read_text()
+    assert "journal" in text
+    assert "lock" in text
 
 
 def test_the_keeper_runs_as_the_images_non_root_user_with_nothing_writable() -> None:
@@ -149,7 +187,7 @@ def test_config_and_secret_are_mounted_where_the_keeper_reads_them() -> None:
     container = _container()
     volumes = {volume["name"]: volume for volume in _pod()["volumes"]}
     mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
-    assert all(mount.get("readOnly") for name, mount in mounts.items() if name != "tmp")
+    assert all(mount.get("readOnly") for name, mount in mounts.items() if name not in WRITABLE)
     (generator,) = _kustomization()["configMapGenerator"]
     assert volumes["config"]["configMap"]["name"] == generator["name"]
     config_path = PurePosixPath(container["args"][container["args"].index("--config") + 1])
@@ -194,9 +232,10 @@ def _filled_config(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     config.write_text(text)
     (tmp_path / "private-key").write_text("0x" + "ab" * 32 + "\n")  # a test value, never a key
     (tmp_path / "rpc-url").write_text("https://rpc.example.invalid/key\n")
+    # *_FILE variables name the Secret's files: here, their copies in tmp_path.
     environ = {
-        variable: str(tmp_path / PurePosixPath(path).name)
-        for variable, path in _env().items()
+        variable: str(tmp_path / PurePosixPath(value).name) if variable.endswith("_FILE") else value
+        for variable, value in _env().items()
         if variable.startswith("ASGARD_KEEPER_")
     }
     return config, environ
@@ -212,6 +251,15 @@ def test_the_configmap_is_a_valid_keeper_config_once_filled(tmp_path: Path) -> N
     assert config.ops.metrics_port == METRICS_PORT
     assert config.chain.rpc_url == "https://rpc.example.invalid/key"
     assert config.signer.private_key_file == tmp_path / "private-key"
+    assert config.storage.database_path == Path(DATABASE)
+
+
+def test_the_configmap_leaves_the_database_path_to_the_environment() -> None:
+    # ASGARD_KEEPER_STORAGE_DATABASE_PATH (deployment.yaml, and the image) wins over the file:
+    # a path written in keeper.toml would be silently ignored.
+    raw = tomllib.loads((K8S / "keeper.toml").read_text())
+    assert "database_path" not in raw.get("storage", {})
+    assert "ASGARD_KEEPER_STORAGE_DATABASE_PATH" in (K8S / "keeper.toml").read_text()
 
 
 def test_the_configmap_refuses_to_start_with_its_placeholders(tmp_path: Path) -> None:

@@ -36,6 +36,10 @@ EXPECTED_ALERTS = {
     "KeeperNotReady": "critical",
     "KeeperLiquidationReverted": "warning",
     "KeeperCannotLiquidate": "warning",
+    "KeeperRpcAllEndpointsDown": "critical",
+    "KeeperRpcWrongChain": "critical",
+    "KeeperRpcEndpointSetAside": "warning",
+    "KeeperInputsRejected": "warning",
 }
 
 
@@ -106,6 +110,26 @@ def test_the_alerts_use_the_thresholds_of_the_runbook() -> None:
     stuck = alerts["KeeperLiquidationsStuck"]["expr"]
     assert re.fullmatch(r"keeper_liquidatable_max_age_blocks > 5\s*", stuck)
     assert 'kind!="json_rpc"' in alerts["KeeperRpcErrorRateHigh"]["expr"]
+    assert re.fullmatch(
+        r"max by \(job, instance\) \(keeper_rpc_endpoint_up\) == 0\s*",
+        alerts["KeeperRpcAllEndpointsDown"]["expr"],
+    )
+    assert re.fullmatch(
+        r'keeper_rpc_endpoint_state\{state="wrong_chain"\} == 1\s*',
+        alerts["KeeperRpcWrongChain"]["expr"],
+    )
+    # Set aside while another endpoint serves, and not for wrong_chain: the two critical alerts
+    # above cover those, and a warning beside them would only be noise.
+    set_aside = " ".join(alerts["KeeperRpcEndpointSetAside"]["expr"].split())
+    assert "keeper_rpc_endpoint_up == 0" in set_aside
+    assert 'unless on (job, instance, endpoint) keeper_rpc_endpoint_state{state="wrong_chain"}' in (
+        set_aside
+    )
+    assert "max by (job, instance) (keeper_rpc_endpoint_up) == 1" in set_aside
+    assert (
+        alerts["KeeperInputsRejected"]["expr"].strip()
+        == "sum by (job, instance, kind) (increase(keeper_inputs_rejected_total[30m])) >= 3"
+    )
     assert {name: rule.get("for") for name, rule in alerts.items()} == {
         "KeeperDown": "1m",
         "KeeperHeadStale": "1m",
@@ -116,6 +140,10 @@ def test_the_alerts_use_the_thresholds_of_the_runbook() -> None:
         "KeeperNotReady": "5m",
         "KeeperLiquidationReverted": None,
         "KeeperCannotLiquidate": "1m",
+        "KeeperRpcAllEndpointsDown": "2m",
+        "KeeperRpcWrongChain": None,
+        "KeeperRpcEndpointSetAside": "10m",
+        "KeeperInputsRejected": None,
     }
 
 

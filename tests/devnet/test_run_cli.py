@@ -13,6 +13,7 @@ import pytest
 
 from keeper.devnet.anvil import free_port
 from keeper.devnet.network import Devnet
+from keeper.state.database import Database
 
 # A well-formed key that funds nothing: only ever used to check it is not echoed.
 SECRET_KEY = "0x" + "7e" * 32
@@ -138,3 +139,27 @@ def test_deploy_block_after_the_deployment_is_named(devnet: Devnet, tmp_path: Pa
     assert_clean_refusal(
         run_keeper(config), 2, "protocol.deploy_block", str(late), "at or before the pool"
     )
+
+
+def test_a_database_written_by_a_newer_keeper_is_refused_in_one_line(tmp_path: Path) -> None:
+    database = tmp_path / "keeper.sqlite"
+    with Database.open(database) as newer:
+        newer.ensure_schema("checkpoint", 99, [])
+    config = tmp_path / "keeper.toml"
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    config.write_text(
+        config_text(rpc_url=unreachable) + f'[storage]\ndatabase_path = "{database.name}"\n'
+    )
+    assert_clean_refusal(run_keeper(config), 1, "format 99", "newer keeper")
+
+
+def test_a_database_another_keeper_holds_is_refused_in_one_line(tmp_path: Path) -> None:
+    database = tmp_path / "keeper.sqlite"
+    config = tmp_path / "keeper.toml"
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    config.write_text(
+        config_text(rpc_url=unreachable) + f'[storage]\ndatabase_path = "{database.name}"\n'
+    )
+    with Database.open(database):
+        result = run_keeper(config)
+    assert_clean_refusal(result, 1, "in use by another keeper", f"pid {os.getpid()}")

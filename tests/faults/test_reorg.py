@@ -53,6 +53,9 @@ def test_liquidations_undone_by_a_reorg_are_sent_again_once(harness: Harness, de
         wait_for_log(keeper, "dispatcher.sent", key=f"liquidate:{account}")
     liquidation_block = mine(w3)
     assert liquidated_accounts(net, liquidation_block) == below.keys()
+    for account in below:
+        # Booked as mined: the reorg then takes away what the journal holds as included.
+        wait_for_log(keeper, "liquidation.included", account=account)
     for _ in range(depth - 1):
         mine(w3)
     reorged_head = w3.eth.block_number
