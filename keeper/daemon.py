@@ -116,6 +116,10 @@ class Keeper:
         self._last_feed_check = 0.0
         # (number, hash) of the last blocks processed, oldest first: where a reorg is found.
         self._recent: list[tuple[int, str]] = []
+        # What a handler changed in the state before it failed: the next one revalues and
+        # saves it too.
+        self._unfinished = StateChanges()
+        self._rolled_back_to: int | None = None
 
     @property
     def config(self) -> KeeperConfig:
@@ -341,11 +345,12 @@ class Keeper:
             pipeline.monitor,
             pipeline.liquidator,
         )
-        changes = StateChanges()
-        rolled_back_to = None
+        changes = self._unfinished
         if await self._reorganised(rpc, head):
-            changes = await self._roll_back(pipeline)
-            rolled_back_to = self.progress.last_block
+            changes.merge(await self._roll_back(pipeline))
+            ancestor = self.progress.last_block
+            earlier = self._rolled_back_to
+            self._rolled_back_to = ancestor if earlier is None else min(earlier, ancestor)
         from_block = self.progress.last_block + 1
         logs = await fetcher.fetch(state.watched_addresses(), from_block, head.number)
         _check_head_logs(logs, head)
@@ -378,8 +383,9 @@ class Keeper:
             block_hash=head.hash,
             block_timestamp=head.timestamp,
             changes=changes,
-            rolled_back_to=rolled_back_to,
+            rolled_back_to=self._rolled_back_to,
         )
+        self._unfinished, self._rolled_back_to = StateChanges(), None
 
     async def _reorganised(self, rpc: RpcClient, head: Head) -> bool:
         """Whether `head` does not descend from the last block processed: its parent hash
