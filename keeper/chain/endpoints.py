@@ -155,16 +155,30 @@ class EndpointBoard:
         return self._policy
 
     def plan(self) -> list[int]:
-        """The order in which to try endpoints for one request: those in use or whose cooldown
-        has ended (the request probes them) by priority, then, as a last resort, the others by
-        soonest end of cooldown."""
+        """The order in which to try endpoints for one request: those up by priority, then those
+        whose cooldown has ended (the request probes them), then, as a last resort, the others
+        by soonest end of cooldown. While one is up, a request never waits on a probe: the
+        head checks (`judge_heads`) bring the others back."""
         now = self._clock()
-        ready = [i for i, record in enumerate(self._records) if self._ready(record, now)]
+        up = [i for i, record in enumerate(self._records) if record.state is EndpointState.UP]
+        cooled = [i for i in range(len(self._records)) if self.due(i)]
         resting = sorted(
             (i for i, record in enumerate(self._records) if not self._ready(record, now)),
             key=lambda i: (self._records[i].set_aside_until, i),
         )
-        return ready + resting
+        return up + cooled + resting
+
+    def due(self, index: int) -> bool:
+        """Whether a set-aside endpoint's cooldown has ended: the next probe of it may bring
+        it back."""
+        record = self._records[index]
+        return record.state is not EndpointState.UP and self._ready(record, self._clock())
+
+    def has_other_up(self, index: int) -> bool:
+        """Whether an endpoint other than `index` is up: then `index` need not be waited on."""
+        return any(
+            record.state is EndpointState.UP for i, record in enumerate(self._records) if i != index
+        )
 
     def preferred(self) -> int:
         """The endpoint the next request goes to first."""

@@ -28,7 +28,7 @@ import structlog
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
@@ -51,6 +51,11 @@ _FIRST_BACKOFF_S = 0.1
 # With backups, an endpoint gets this many attempts before the request moves on: waiting out a
 # sick node costs more than asking a healthy one. An endpoint set aside gets one (a probe).
 _ATTEMPTS_WITH_BACKUPS = 2
+# With another endpoint serving, an attempt unanswered this long counts as a hung node and the
+# request moves on at once: a node that accepts connections but never answers would otherwise
+# hold every request for the full timeout. Alone, an endpoint gets the full timeout (a slow
+# answer beats none).
+_FAILOVER_TIMEOUT_S = 3.0
 # HTTP statuses worth another attempt besides 5xx; any other non-2xx status is a setup problem
 # (wrong URL, bad API key) that waiting does not fix.
 _RETRYABLE_CLIENT_STATUSES = frozenset({408, 425, 429})
@@ -109,10 +114,18 @@ class ChainIdentity:
 class _TransientError(Exception):
     """One attempt failed in a way another attempt may not; the text says how, without params."""
 
-    def __init__(self, message: str, kind: str, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        kind: str,
+        retry_after_s: float | None = None,
+        *,
+        timed_out: bool = False,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after_s = retry_after_s
+        self.timed_out = timed_out
 
 
 class _EndpointFailedError(Exception):
@@ -337,7 +350,7 @@ class RpcClient:
             wait=wait_exponential_jitter(
                 multiplier=_FIRST_BACKOFF_S, max=self._max_backoff_s, jitter=_FIRST_BACKOFF_S
             ),
-            retry=retry_if_exception_type(_TransientError),
+            retry=retry_if_exception(partial(self._worth_retrying, index)),
             before_sleep=partial(self._log_retry, method, endpoint),
             reraise=True,
         )
@@ -350,6 +363,16 @@ class RpcClient:
                 error.retry_after_s,
             ) from None
 
+    def _worth_retrying(self, index: int, error: BaseException) -> bool:
+        """Transient errors are retried, except a timeout while another endpoint serves: that
+        one answers sooner than a second wait on a node that may hang."""
+        if not isinstance(error, _TransientError):
+            return False
+        return not (error.timed_out and self._board.has_other_up(index))
+
+    def _deadline_s(self, index: int) -> float | None:
+        return _FAILOVER_TIMEOUT_S if self._board.has_other_up(index) else None
+
     def _attempts_for(self, index: int) -> int:
         if len(self._endpoints) > 1 and self._board.is_set_aside(index):
             return 1
@@ -357,7 +380,7 @@ class RpcClient:
 
     async def _checked_attempt(self, index: int, method: str, params: Sequence[Any]) -> Any:
         await self._check_chain(index)
-        return await self._request_once(index, method, params)
+        return await self._request_once(index, method, params, self._deadline_s(index))
 
     async def _check_chain(self, index: int) -> None:
         """Makes sure the endpoint serves the expected chain before it serves anything else;
@@ -367,10 +390,20 @@ class RpcClient:
             return
         endpoint = self._endpoints[index]
         self._refuse_while_resting(endpoint, index)
+        was_set_aside = self._board.is_set_aside(index)
         async with endpoint.chain_check_lock:
             if self._board.chain_verified(index):
                 return
             self._refuse_while_resting(endpoint, index)
+            if (
+                not was_set_aside
+                and self._board.is_set_aside(index)
+                and self._board.has_other_up(index)
+            ):
+                # Set aside while this request waited for the check: ask the next one instead.
+                raise _EndpointFailedError(
+                    f"{endpoint.label} was set aside", SetAsideReason.TRANSPORT
+                )
             found = await self._read_chain(index)
             if found != expected:
                 endpoint.wrong_chain = found
@@ -392,8 +425,11 @@ class RpcClient:
 
     async def _read_chain(self, index: int) -> ChainIdentity:
         try:
-            chain_id = await self._request_once(index, "eth_chainId", [])
-            genesis = await self._request_once(index, "eth_getBlockByNumber", ["0x0", False])
+            deadline = self._deadline_s(index)
+            chain_id = await self._request_once(index, "eth_chainId", [], deadline)
+            genesis = await self._request_once(
+                index, "eth_getBlockByNumber", ["0x0", False], deadline
+            )
             return ChainIdentity(int(chain_id, 16), str(genesis["hash"]).lower())
         except (RpcError, TypeError, ValueError, KeyError):
             raise _TransientError(
@@ -420,12 +456,14 @@ class RpcClient:
                 await endpoint.provider.cache_async_session(session)
                 endpoint.session = session
 
-    async def _request_once(self, index: int, method: str, params: Sequence[Any]) -> Any:
+    async def _request_once(
+        self, index: int, method: str, params: Sequence[Any], deadline_s: float | None
+    ) -> Any:
         endpoint = self._endpoints[index]
         started = time.perf_counter()
         error_kind: str | None = "transport"
         try:
-            result = await self._attempt(endpoint, method, params)
+            result = await self._attempt(endpoint, method, params, deadline_s)
             error_kind = None
             return result
         except _TransientError as error:
@@ -449,9 +487,13 @@ class RpcClient:
                 method, endpoint.label, time.perf_counter() - started, error_kind
             )
 
-    async def _attempt(self, endpoint: _Endpoint, method: str, params: Sequence[Any]) -> Any:
+    async def _attempt(
+        self, endpoint: _Endpoint, method: str, params: Sequence[Any], deadline_s: float | None
+    ) -> Any:
+        """One request; `deadline_s` (None: the client's timeout) bounds it as a whole."""
         try:
-            response = await endpoint.provider.make_request(RPCEndpoint(method), params)
+            async with asyncio.timeout(deadline_s):
+                response = await endpoint.provider.make_request(RPCEndpoint(method), params)
         except aiohttp.ClientResponseError as error:
             if error.status >= 500 or error.status in _RETRYABLE_CLIENT_STATUSES:
                 if error.status == _RATE_LIMIT_CODE:
@@ -461,7 +503,9 @@ class RpcClient:
             raise _EndpointFailedError(
                 f"{method} to {endpoint.label} failed: HTTP {error.status}", SetAsideReason.HTTP
             ) from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        except TimeoutError:
+            raise _TransientError("no answer in time", "transport", timed_out=True) from None
+        except (aiohttp.ClientError, OSError) as error:
             raise _TransientError(type(error).__name__, "transport") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise _TransientError("invalid JSON in response", "invalid_response") from None

@@ -66,21 +66,30 @@ def test_requests_go_to_the_primary_then_to_backups_in_priority_order() -> None:
     assert endpoints.preferred() == 1
 
 
-def test_the_primary_is_probed_first_once_its_cooldown_ends_and_preferred_after_it_answers() -> (
-    None
-):
+def test_while_a_backup_serves_the_primary_returns_through_a_head_check_not_a_request() -> None:
     endpoints, clock = board()
     endpoints.failed(0, TRANSPORT)
+    assert endpoints.has_other_up(0)
 
-    clock.advance(0.99)
-    assert endpoints.preferred() == 1
-    clock.advance(0.02)
+    clock.advance(1.01)
+    # Its cooldown is over, but no request waits on it while a backup answers: it may hang.
+    assert endpoints.plan() == [1, 2, 0]
+    assert endpoints.is_set_aside(0)
+
+    assert endpoints.judge_heads({0: 10, 1: 10, 2: 10}) == [Transition(0, DOWN, UP, None)]
     assert endpoints.plan() == [0, 1, 2]
-    assert endpoints.is_set_aside(0)  # until the probe answers
-
-    assert endpoints.succeeded(0) == Transition(0, DOWN, UP, None)
-    assert not endpoints.is_set_aside(0)
     assert endpoints.succeeded(0) is None  # nothing to report twice
+
+
+def test_with_no_endpoint_up_a_request_probes_the_one_whose_cooldown_ended() -> None:
+    endpoints, clock = board()
+    for index in (0, 1, 2):
+        endpoints.failed(index, TRANSPORT)
+    assert not endpoints.has_other_up(0)
+    clock.advance(1.01)
+    assert endpoints.plan() == [0, 1, 2]
+    assert endpoints.succeeded(0) == Transition(0, DOWN, UP, None)
+    assert endpoints.has_other_up(1)
 
 
 def test_when_every_endpoint_is_set_aside_the_soonest_back_is_tried_first() -> None:
@@ -104,7 +113,7 @@ def test_many_failures_of_a_resting_endpoint_do_not_stretch_its_cooldown() -> No
     assert all(endpoints.failed(0, TRANSPORT) is None for _ in range(50))
 
     clock.advance(1.0)
-    assert endpoints.preferred() == 0
+    assert endpoints.due(0)
 
 
 def test_a_failed_probe_doubles_the_cooldown_and_a_success_resets_it() -> None:
@@ -114,14 +123,14 @@ def test_a_failed_probe_doubles_the_cooldown_and_a_success_resets_it() -> None:
     assert endpoints.failed(0, TRANSPORT) is None  # still down: no second report
 
     clock.advance(1.5)
-    assert endpoints.preferred() == 1
+    assert not endpoints.due(0)
     clock.advance(0.5)
-    assert endpoints.preferred() == 0
+    assert endpoints.due(0)
 
     endpoints.succeeded(0)
     endpoints.failed(0, TRANSPORT)
     clock.advance(1.0)
-    assert endpoints.preferred() == 0
+    assert endpoints.due(0)
 
 
 def test_a_rate_limited_endpoint_rests_longer_and_is_not_probed_meanwhile() -> None:
@@ -132,10 +141,10 @@ def test_a_rate_limited_endpoint_rests_longer_and_is_not_probed_meanwhile() -> N
     assert not endpoints.may_probe(0)
     assert endpoints.may_probe(1)
     clock.advance(7.9)
-    assert endpoints.preferred() == 1
+    assert not endpoints.due(0)
     clock.advance(0.1)
     assert endpoints.may_probe(0)
-    assert endpoints.preferred() == 0
+    assert endpoints.due(0)
 
 
 def test_a_new_reason_for_a_resting_endpoint_changes_its_state() -> None:
@@ -163,7 +172,7 @@ def test_a_wrong_chain_endpoint_returns_only_when_it_shows_the_right_chain() -> 
 
     clock.advance(1.0)
     assert not endpoints.refusing(0)
-    assert endpoints.preferred() == 0  # due for another check
+    assert endpoints.due(0)  # for another check
     assert endpoints.chain_confirmed(0) == Transition(0, EndpointState.WRONG_CHAIN, UP, None)
     assert endpoints.chain_verified(0)
 
