@@ -44,6 +44,7 @@ OUTAGE_S = 30.0
 # within that, plus a request's round trip.
 RETURN_S = 10.0
 
+
 @pytest.mark.parametrize(
     "go_down",
     [
