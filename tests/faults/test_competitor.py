@@ -1,8 +1,11 @@
-"""Scenario 9: a competing liquidator. It takes one account in the very block that sinks it, and
-another while the keeper's liquidation of that account waits unmined (the base fee jumps above
-what the keeper offered, the competitor pays more). The keeper must liquidate everything else,
-never get a liquidation mined that reverts because the account is gone, and leave no nonce gap
-where its own liquidation of that account was."""
+"""Scenario 9: another liquidator gets there first. The keeper must not pay for a transaction
+that reverts because the account is already gone: neither when the competitor's liquidation lands
+in the same block as the crash, nor when it lands while the keeper's own transaction is not yet
+mined (its nonce then goes to a cancellation). Everything else it liquidates, and the run ends
+with the fault suite's verdict.
+
+Mining is driven by hand (`evm_mine`) so each race is decided exactly, not by timing.
+"""
 
 from __future__ import annotations
 
@@ -16,19 +19,20 @@ from keeper.devnet.network import Devnet
 from keeper.devnet.report import read_accounts
 from keeper.devnet.tx import send
 from tests.faults.criteria import assert_fault_criteria, settle
-from tests.faults.waits import until_liquidated, until_processed
+from tests.faults.waits import until_processed
 from tests.keeper.helpers import (
     GWEI,
     Harness,
     InProcessKeeper,
     assert_nonces_clean,
+    check_keeper_transactions,
     keeper_in_process,
     liquidatable_at,
     manager_of,
     mine,
     mine_every,
+    mined_transactions,
     on_chain,
-    pending_of,
     rpc,
     stop_mining,
     wait_for_log_async,
@@ -41,54 +45,142 @@ MAX_UINT256 = 2**256 - 1
 LIQUIDATION_GAS = 2_000_000
 
 
-def _send_crash(net: Devnet, symbol: str, change_bps: int, *, max_fee: int) -> None:
-    """A price update sent without waiting for a block."""
+def _send_crash(net: Devnet, symbol: str, change_bps: int, *, max_fee: int, tip: int) -> str:
+    """Sends a price update without waiting for it to be mined; returns its hash."""
     feed = net.deployment.contract(net.w3, f"PriceFeed.{symbol}")
     new = latest_answer(net.w3, net.deployment, symbol) * (10_000 + change_bps) // 10_000
     params: TxParams = {
         "from": net.roles.deployer.address,
         "maxFeePerGas": Wei(max_fee),
-        "maxPriorityFeePerGas": Wei(GWEI),
+        "maxPriorityFeePerGas": Wei(tip),
     }
-    feed.functions.updateAnswer(new).transact(params)
+    tx_hash = feed.functions.updateAnswer(new).transact(params)
+    return tx_hash.to_0x_hex()
 
 
-def _send_rival(net: Devnet, market: str, account: str, *, max_fee: int) -> str:
-    """The competitor's liquidation with a fixed gas limit (it may be sent before the block that
-    makes the account liquidatable, when an estimate would fail); returns its hash."""
+def _send_competitor_liquidation(
+    net: Devnet, market: str, account: str, *, max_fee: int, tip: int
+) -> str:
+    """The competitor's liquidation, with an explicit gas limit: it may be sent before the block
+    that makes the account liquidatable, when an estimate would fail."""
     competitor = net.roles.competitor.address
     params: TxParams = {
         "from": competitor,
         "gas": LIQUIDATION_GAS,
         "maxFeePerGas": Wei(max_fee),
-        "maxPriorityFeePerGas": Wei(2 * GWEI),
+        "maxPriorityFeePerGas": Wei(tip),
     }
-    call = manager_of(net, market).functions.liquidateCreditAccount(account, competitor)
-    return call.transact(params).to_0x_hex()
+    liquidate = manager_of(net, market).functions.liquidateCreditAccount(account, competitor)
+    tx_hash = liquidate.transact(params)
+    return tx_hash.to_0x_hex()
 
 
-def _mined_ok(net: Devnet, tx_hash: str) -> int:
-    """The block of a transaction that must have been mined with status 1."""
+def _receipt(net: Devnet, tx_hash: str) -> dict[str, int]:
     receipt = rpc(net.w3, "eth_getTransactionReceipt", tx_hash)
-    assert receipt is not None, f"{tx_hash} was not mined"
-    assert int(receipt["status"], 16) == 1, f"{tx_hash} reverted: {receipt}"
-    return int(receipt["blockNumber"], 16)
+    assert receipt is not None, f"{tx_hash} not mined"
+    return {
+        "block": int(receipt["blockNumber"], 16),
+        "index": int(receipt["transactionIndex"], 16),
+        "status": int(receipt["status"], 16),
+    }
 
 
-async def _keeper_pooled(running: InProcessKeeper, net: Devnet, count: int) -> None:
-    keeper = net.roles.keeper.address
+def _keeper_holds(running: InProcessKeeper, market: str, net: Devnet, account: str) -> bool:
+    pipeline = running.keeper.pipeline
+    assert pipeline is not None
+    manager = manager_of(net, market).address
+    return account in pipeline.state.markets[manager].accounts or (
+        account in pipeline.monitor.books[manager]
+    )
 
-    async def waiting() -> bool:
-        return len(await on_chain(pending_of, net.w3, keeper)) >= count
 
-    await wait_until_async(waiting, what=f"{count} keeper transactions pooled", source=running)
+async def _sent_nonce(running: InProcessKeeper, account: str) -> int:
+    """The nonce the keeper's dispatcher gave its liquidation of `account` (waits for it)."""
+    sent = await wait_for_log_async(running, "dispatcher.sent", key=f"liquidate:{account}")
+    nonce: int = sent["nonce"]
+    return nonce
+
+
+async def _settled(running: InProcessKeeper, net: Devnet, nonce: int) -> None:
+    """Waits until the chain has mined the keeper's transactions up to `nonce`."""
+    address = net.roles.keeper.address
+
+    async def mined() -> bool:
+        return await on_chain(net.w3.eth.get_transaction_count, address, "latest") > nonce
+
+    await wait_until_async(mined, what=f"the keeper's nonce {nonce} to be mined", source=running)
+
+
+async def _same_block_as_the_crash(running: InProcessKeeper, net: Devnet, x: str) -> dict[str, str]:
+    """The crash and the competitor's liquidation of `x` in one block, the crash first (anvil
+    orders its pool by max fee): the keeper learns of both at once and must not chase `x`.
+    Returns the accounts the crash left for the keeper, once it has liquidated them."""
+    w3 = net.w3
+    crash_tx = await on_chain(_send_crash, net, "WETH", -3_000, max_fee=50 * GWEI, tip=GWEI)
+    rival_tx = await on_chain(
+        _send_competitor_liquidation, net, "USDC", x, max_fee=10 * GWEI, tip=GWEI
+    )
+    crash_block = await on_chain(mine, w3)
+    crashed = await on_chain(_receipt, net, crash_tx)
+    rival = await on_chain(_receipt, net, rival_tx)
+    assert crashed["block"] == rival["block"] == crash_block
+    assert crashed["index"] < rival["index"]
+    assert rival["status"] == 1, "the competitor's liquidation failed: x was not below 1"
+    await until_processed(running, crash_block)
+    assert not _keeper_holds(running, "USDC", net, x)
+    others = await on_chain(liquidatable_at, net, crash_block)
+    assert others, "the crash should leave accounts for the keeper too"
+    nonces = [await _sent_nonce(running, account) for account in others]
+    await on_chain(mine, w3)
+    await _settled(running, net, max(nonces))
+    return others
+
+
+async def _while_the_keepers_transaction_waits(
+    running: InProcessKeeper, net: Devnet
+) -> tuple[str, dict[str, str], int]:
+    """The keeper's liquidation of y is not mined (the base fee jumps above what it offered;
+    anvil then drops it from its pool, a busier node would keep it waiting) while the
+    competitor's, paying more, is. Sending it again at a higher fee would revert: the keeper must
+    spend the nonce on a cancellation instead. Returns y, every account the crash sank, and the
+    block of the cancellation."""
+    w3 = net.w3
+    crash_tx = await on_chain(_send_crash, net, "WBTC", -2_000, max_fee=50 * GWEI, tip=GWEI)
+    crash_block = await on_chain(mine, w3)
+    assert (await on_chain(_receipt, net, crash_tx))["status"] == 1
+    sunk = await on_chain(liquidatable_at, net, crash_block)
+    assert sunk, "the WBTC crash should sink an account"
+    y, y_market = min(sunk.items())
+    nonces = {account: await _sent_nonce(running, account) for account in sunk}
+    await on_chain(rpc, w3, "anvil_setNextBlockBaseFeePerGas", hex(100 * GWEI))
+    rival_tx = await on_chain(
+        _send_competitor_liquidation, net, y_market, y, max_fee=300 * GWEI, tip=2 * GWEI
+    )
+    rival_block = await on_chain(mine, w3)
+    assert (await on_chain(_receipt, net, rival_tx))["status"] == 1
+    keeper_address = net.roles.keeper.address
+    assert not await on_chain(mined_transactions, w3, keeper_address, rival_block)
+    await on_chain(mine_every, w3, 1)
+    await _settled(running, net, max(nonces.values()))
+    (spent,) = [
+        tx
+        for tx in await on_chain(mined_transactions, w3, keeper_address, rival_block)
+        if tx.nonce == nonces[y]
+    ]
+    assert spent.status == 1, f"the keeper's transaction at y's nonce reverted: {spent}"
+    assert spent.to == keeper_address, f"the keeper's nonce for y went to {spent.to}"
+    await wait_for_log_async(running, "liquidation.cancelled", account=y, tx_hash=spent.tx_hash)
+    await until_processed(running, spent.block)
+    assert not _keeper_holds(running, y_market, net, y)
+    return y, sunk, spent.block
 
 
 async def test_a_competitor_first_costs_the_keeper_no_reverted_transaction(
     harness: Harness, tmp_path: Path
 ) -> None:
-    net = harness.devnet(accounts=20, seed=1, block_time=1)
-    w3, keeper, competitor = net.w3, net.roles.keeper.address, net.roles.competitor.address
+    net = harness.devnet(accounts=20, seed=1)
+    w3, keeper_address = net.w3, net.roles.keeper.address
+    competitor = net.roles.competitor.address
     for market in net.deployment.markets:
         token = net.deployment.contract(w3, market)
         send(w3, token.functions.approve(manager_of(net, market).address, MAX_UINT256), competitor)
@@ -98,46 +190,28 @@ async def test_a_competitor_first_costs_the_keeper_no_reverted_transaction(
             for v in read_accounts(w3, net.deployment)
             if v.market == "USDC" and "WETH" in v.balances
         ),
-        key=lambda view: view.health_factor_wad,
+        key=lambda v: v.health_factor_wad,
     ).address
-    start = w3.eth.block_number
+    start_block = w3.eth.block_number
+
     async with keeper_in_process(
-        net, net.roles.keeper, tmp_path, inclusion_timeout_s=1.0
+        net, net.roles.keeper, tmp_path, inclusion_timeout_s=2.0
     ) as running:
         await wait_for_log_async(running, "keeper.following")
-
-        # Same block: the crash, then the competitor's liquidation of x (lower fee, later).
         await on_chain(stop_mining, w3)
-        await on_chain(_send_crash, net, "WETH", -3_000, max_fee=50 * GWEI)
-        rival_x = await on_chain(_send_rival, net, "USDC", x, max_fee=10 * GWEI)
-        first_crash = await on_chain(mine, w3)
-        assert await on_chain(_mined_ok, net, rival_x) == first_crash
-        first = await on_chain(liquidatable_at, net, first_crash)
-        assert first, "the crash should leave accounts for the keeper"
-        await on_chain(mine_every, w3, 1)
-        await until_liquidated(running, net, first, first_crash)
-
-        # While pending: the keeper's liquidation of y waits, priced out; the competitor's wins.
-        await on_chain(stop_mining, w3)
-        await on_chain(_send_crash, net, "WBTC", -2_000, max_fee=50 * GWEI)
-        second_crash = await on_chain(mine, w3)
-        sunk = await on_chain(liquidatable_at, net, second_crash)
-        assert sunk, "the second crash should sink an account"
-        await until_processed(running, second_crash)
-        await _keeper_pooled(running, net, len(sunk))
-        y, y_market = min(sunk.items())
-        await on_chain(rpc, w3, "anvil_setNextBlockBaseFeePerGas", hex(100 * GWEI))
-        rival_y = await on_chain(_send_rival, net, y_market, y, max_fee=300 * GWEI)
-        rival_block = await on_chain(mine, w3)
-        assert await on_chain(_mined_ok, net, rival_y) == rival_block
-        await on_chain(mine_every, w3, 1)
-        await until_liquidated(running, net, sunk, second_crash)
-        snapshot = await settle(running, net, keeper)
+        others = await _same_block_as_the_crash(running, net, x)
+        y, sunk, cancel_block = await _while_the_keepers_transaction_waits(running, net)
+        snapshot = await settle(running, net, keeper_address)
 
     verdict = await on_chain(
-        assert_fault_criteria, net, keeper, start_block=start, snapshot=snapshot
+        assert_fault_criteria, net, keeper_address, start_block=start_block, snapshot=snapshot
     )
     by_account = {found.account: found.liquidator for found in verdict.liquidations}
     assert by_account[x] == by_account[y] == competitor
-    assert verdict.keeper_liquidations.keys() == (first.keys() | sunk.keys()) - {y}
-    await on_chain(assert_nonces_clean, w3, keeper, verdict.keeper_txs)
+    txs = await on_chain(mined_transactions, w3, keeper_address)
+    activity = await on_chain(check_keeper_transactions, net, keeper_address, txs)
+    assert x not in activity.liquidations
+    assert y not in activity.liquidations
+    assert activity.liquidations.keys() == (others.keys() | sunk.keys()) - {y}
+    assert [cancel.block for cancel in activity.cancels] == [cancel_block]
+    await on_chain(assert_nonces_clean, w3, keeper_address, txs)

@@ -15,14 +15,13 @@ import signal
 
 import pytest
 
-from keeper.devnet.controls import latest_answer
-from keeper.devnet.network import Devnet
 from tests.faults.checkpoint import checkpoint_snapshot, checkpointed_block
 from tests.faults.criteria import assert_fault_criteria
 from tests.keeper.helpers import (
     Harness,
     KeeperRun,
     assert_nonces_clean,
+    crash_in_own_block,
     liquidatable_at,
     liquidated_accounts,
     matching,
@@ -37,14 +36,6 @@ from tests.keeper.helpers import (
 pytestmark = pytest.mark.chain
 
 DATABASE = "keeper.sqlite"
-
-
-def _crash(net: Devnet) -> int:
-    """WETH -30 % in its own block (mining is stopped); returns the block."""
-    feed = net.deployment.contract(net.w3, "PriceFeed.WETH")
-    new_answer = latest_answer(net.w3, net.deployment, "WETH") * 7 // 10
-    feed.functions.updateAnswer(new_answer).transact({"from": net.roles.deployer.address})
-    return mine(net.w3)
 
 
 def _kill(keeper: KeeperRun) -> None:
@@ -64,7 +55,7 @@ def test_killed_between_send_and_receipt_the_keeper_neither_resends_nor_forgets(
 
     # Killed with its liquidations in the pool, restarted before they are mined.
     stop_mining(w3)
-    crash_block = _crash(net)
+    crash_block = crash_in_own_block(net, "WETH", -3000)
     sunk = liquidatable_at(net, crash_block)
     assert len(sunk) >= 2, f"the crash should sink at least 2 accounts, sank {sunk}"
     for account in sunk:
@@ -86,7 +77,7 @@ def test_killed_between_send_and_receipt_the_keeper_neither_resends_nor_forgets(
     assert liquidated_accounts(net, crash_block) == sunk.keys()
 
     # Killed with its liquidations in the pool, which are mined while it is down.
-    second_crash = _crash(net)
+    second_crash = crash_in_own_block(net, "WETH", -3000)
     sunk_later = liquidatable_at(net, second_crash)
     assert sunk_later, "the second crash should sink more accounts"
     for account in sunk_later:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import pytest
 
-from keeper.devnet.controls import latest_answer
 from tests.faults.checkpoint import checkpoint_snapshot, checkpointed_block
 from tests.faults.criteria import assert_fault_criteria
 from tests.keeper.helpers import (
     Harness,
     assert_nonces_clean,
+    crash_in_own_block,
     liquidatable_at,
     liquidated_accounts,
     matching,
@@ -43,10 +43,7 @@ def test_liquidations_undone_by_a_reorg_are_sent_again_once(harness: Harness, de
     start_block = w3.eth.block_number
 
     stop_mining(w3)
-    feed = net.deployment.contract(w3, "PriceFeed.WETH")
-    new_answer = latest_answer(w3, net.deployment, "WETH") * 7 // 10
-    feed.functions.updateAnswer(new_answer).transact({"from": net.roles.deployer.address})
-    crash_block = mine(w3)
+    crash_block = crash_in_own_block(net, "WETH", -3000)
     below = liquidatable_at(net, crash_block)
     assert len(below) >= 2, f"the crash should sink at least 2 accounts, sank {below}"
     for account in below:

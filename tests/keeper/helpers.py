@@ -680,3 +680,12 @@ def crash(net: Devnet, symbol: str, change_bps: int) -> int:
     """Moves `symbol`'s price by `change_bps` (-3000 = -30 %); returns the block it landed in."""
     new = latest_answer(net.w3, net.deployment, symbol) * (10_000 + change_bps) // 10_000
     return set_price(net.w3, net.deployment, symbol, new, net.roles.deployer.address)
+
+
+def crash_in_own_block(net: Devnet, symbol: str, change_bps: int) -> int:
+    """`crash` while mining is stopped: the price update is mined alone, in a block of its own,
+    and nothing after it until the test mines again; returns that block."""
+    feed = net.deployment.contract(net.w3, f"PriceFeed.{symbol}")
+    new = latest_answer(net.w3, net.deployment, symbol) * (10_000 + change_bps) // 10_000
+    feed.functions.updateAnswer(new).transact({"from": net.roles.deployer.address})
+    return mine(net.w3)

@@ -7,17 +7,16 @@ from typing import Any
 
 import pytest
 
-from keeper.devnet.controls import latest_answer
 from tests.keeper.helpers import (
     Harness,
     KeeperRun,
     assert_nonces_clean,
     check_keeper_transactions,
+    crash_in_own_block,
     liquidatable_at,
     liquidated_accounts,
     liquidations,
     matching,
-    mine,
     mine_every,
     mined_transactions,
     pending_of,
@@ -53,10 +52,7 @@ def test_a_stuck_liquidation_is_replaced_and_mined_once_with_clean_nonces(
 
     # The crash is mined, then nothing more: the keeper's transactions wait in the pool.
     stop_mining(w3)
-    feed = net.deployment.contract(w3, "PriceFeed.WETH")
-    new_answer = latest_answer(w3, net.deployment, "WETH") * 7 // 10
-    feed.functions.updateAnswer(new_answer).transact({"from": net.roles.deployer.address})
-    crash_block = mine(w3)
+    crash_block = crash_in_own_block(net, "WETH", -3000)
     below = liquidatable_at(net, crash_block)
     assert len(below) >= 2, f"the crash should sink at least 2 accounts, sank {below}"
 
