@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +23,13 @@ import structlog
 
 from keeper.chain.heads import WEBSOCKET, Head, HeadFollower, parse_head
 from keeper.chain.logs import InconsistentLogsError, LogFetcher
-from keeper.chain.rpc import ChainMismatchError, RpcClient, RpcObserver, RpcTransportError
+from keeper.chain.rpc import (
+    ChainMismatchError,
+    RpcClient,
+    RpcError,
+    RpcObserver,
+    RpcTransportError,
+)
 from keeper.config import KeeperConfig
 from keeper.execution.dispatcher import Dispatcher
 from keeper.execution.journal import TxJournal
@@ -120,6 +127,9 @@ class Keeper:
         # saves it too.
         self._unfinished = StateChanges()
         self._rolled_back_to: int | None = None
+        # After a rollback: the journal is re-checked above this block (before any new send)
+        # and the feeds re-read, even if the handler that rolled back failed half-way.
+        self._recheck_from: int | None = None
 
     @property
     def config(self) -> KeeperConfig:
@@ -215,7 +225,8 @@ class Keeper:
         return loaded
 
     async def _run(self, rpc: RpcClient, database: Database) -> None:
-        checkpoints = CheckpointStore(database)
+        self._unfinished, self._rolled_back_to, self._recheck_from = StateChanges(), None, None
+        checkpoints = CheckpointStore(database, keep_blocks=self._config.chain.max_reorg_depth)
         loaded = await self._load(rpc, checkpoints)
         state, head = loaded.state, loaded.head
         self._last_feed_check = time.monotonic()
@@ -232,9 +243,10 @@ class Keeper:
         )
         pipeline = Pipeline(rpc, loaded.fetcher, state, monitor, liquidator, dispatcher)
         self.pipeline = pipeline
-        # Before anything is sent: what an earlier run left on the network is settled or
-        # followed, never sent again.
-        liquidator.follow(await dispatcher.reconcile())
+        # Before anything is sent: what an earlier run left on the network, or saw mined in
+        # blocks a reorg may have replaced since, is settled or followed, never sent again.
+        depth = self._config.chain.max_reorg_depth
+        liquidator.follow(await dispatcher.reconcile(mined_after=head.number - depth))
         dispatcher.observe_base_fee(head.base_fee_per_gas)
         dispatcher_task = asyncio.create_task(dispatcher.run(), name="dispatcher")
         endpoints_task = asyncio.create_task(self._watch_endpoints(rpc), name="rpc-endpoints")
@@ -270,27 +282,27 @@ class Keeper:
             poll_interval_s=self._config.chain.poll_interval_s,
         )
         log.info("keeper.following", from_block=head.number + 1, ws=bool(self._config.chain.ws_url))
-        async for new_head in follower:
-            received_at = time.monotonic()
-            self.progress.head_received_at = time.time()
-            self.progress.head_block = max(self.progress.head_block, new_head.number)
-            self.progress.websocket = follower.mode == WEBSOCKET
-            for task in tasks:
-                if task.done():
-                    task.result()
-            if new_head.number <= self.progress.last_block:
-                continue
-            pipeline.dispatcher.observe_base_fee(new_head.base_fee_per_gas)
-            try:
-                await self._on_head(pipeline, checkpoints, new_head, received_at)
-            except InconsistentLogsError as error:
-                self._input_rejected("rpc_inconsistent")
-                log.warning("keeper.block_failed", block=new_head.number, error=str(error))
-            except ChainMismatchError:
-                raise
-            except RpcTransportError as error:
-                # Nothing was applied: the next head's handler covers this block again.
-                log.warning("keeper.block_failed", block=new_head.number, error=str(error))
+        async with aclosing(aiter(follower)) as heads:
+            while True:
+                new_head = await _next_or_failure(heads, tasks)
+                received_at = time.monotonic()
+                self.progress.head_received_at = time.time()
+                self.progress.head_block = max(self.progress.head_block, new_head.number)
+                self.progress.websocket = follower.mode == WEBSOCKET
+                if new_head.number <= self.progress.last_block:
+                    continue
+                pipeline.dispatcher.observe_base_fee(new_head.base_fee_per_gas)
+                try:
+                    await self._on_head(pipeline, checkpoints, new_head, received_at)
+                except InconsistentLogsError as error:
+                    self._input_rejected("rpc_inconsistent")
+                    log.warning("keeper.block_failed", block=new_head.number, error=str(error))
+                except ChainMismatchError:
+                    raise
+                except (RpcTransportError, RpcError) as error:
+                    # What was applied is carried to the next head's handler, which covers
+                    # this block again.
+                    log.warning("keeper.block_failed", block=new_head.number, error=str(error))
 
     async def _watch_endpoints(self, rpc: RpcClient) -> None:
         """Asks every endpoint for its head now and then, so one that stalls is set aside and
@@ -347,12 +359,18 @@ class Keeper:
         )
         changes = self._unfinished
         if await self._reorganised(rpc, head):
-            changes.merge(await self._roll_back(pipeline))
-            ancestor = self.progress.last_block
-            earlier = self._rolled_back_to
-            self._rolled_back_to = ancestor if earlier is None else min(earlier, ancestor)
+            await self._roll_back(pipeline)
+        if self._recheck_from is not None:
+            adopted = await pipeline.dispatcher.reconcile(mined_after=self._recheck_from)
+            liquidator.follow(adopted)
+            changes.prices |= await read_feeds(rpc, state, head.number)
+            self._recheck_from = None
         from_block = self.progress.last_block + 1
-        logs = await fetcher.fetch(state.watched_addresses(), from_block, head.number)
+        if from_block == head.number:
+            # One block: read by its hash, which only the block announced can answer.
+            logs = await fetcher.fetch_block_logs(state.watched_addresses(), head.hash, head.number)
+        else:
+            logs = await fetcher.fetch(state.watched_addresses(), from_block, head.number)
         _check_head_logs(logs, head)
         changes.merge(state.apply(decode_logs(logs), undoable=True))
         periodic_check = self._feed_check_due()
@@ -393,11 +411,16 @@ class Keeper:
         number, block_hash = self._recent[-1]
         if head.number == number + 1:
             return head.parent_hash != block_hash
-        return await _block_hash(rpc, number) != block_hash
+        found = await _block_hash(rpc, number)
+        if found is None:
+            # The node serving requests lags the one that announced the head: not a reorg.
+            raise RpcTransportError(f"the node answering requests has no block {number} yet")
+        return found != block_hash
 
-    async def _roll_back(self, pipeline: Pipeline) -> StateChanges:
-        """Takes the state back to the newest processed block still on the chain, and has the
-        dispatcher re-check every transaction mined above it; returns what the undo changed."""
+    async def _roll_back(self, pipeline: Pipeline) -> None:
+        """Takes the state back to the newest processed block still on the chain and marks the
+        journal for a re-check above it. What the undo changed is kept in `_unfinished` at
+        once, so a handler failing later still revalues and saves it."""
         last_number = self._recent[-1][0]
         ancestor = None
         for number, block_hash in reversed(self._recent):
@@ -420,13 +443,13 @@ class Keeper:
         if self._observer is not None:
             self._observer.chain_reorganised(depth)
         try:
-            changes = pipeline.state.rollback(ancestor.number)
+            self._unfinished.merge(pipeline.state.rollback(ancestor.number))
         except UndoUnavailableError as error:
             raise _HistoryLostError(str(error)) from None
         self._recent = [(n, h) for n, h in self._recent if n <= ancestor.number]
         self._advance(ancestor)
-        pipeline.liquidator.follow(await pipeline.dispatcher.reconcile(mined_after=ancestor.number))
-        return changes
+        self._rolled_back_to = _lowest(self._rolled_back_to, ancestor.number)
+        self._recheck_from = _lowest(self._recheck_from, ancestor.number)
 
     def _feed_check_due(self) -> bool:
         now = time.monotonic()
@@ -466,15 +489,44 @@ class Keeper:
         }
 
 
+async def _next_or_failure(
+    heads: AsyncIterator[Head], tasks: tuple[asyncio.Task[None], ...]
+) -> Head:
+    """The next head; but if one of `tasks` (which run until cancelled) ends first, what ended
+    it is raised at once, even when no head comes (a node turned into another chain)."""
+    for task in tasks:
+        if task.done():
+            task.result()
+    next_head = asyncio.ensure_future(anext(heads))
+    try:
+        await asyncio.wait({next_head, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not next_head.done():
+            next_head.cancel()
+            await asyncio.gather(next_head, return_exceptions=True)
+    for task in tasks:
+        if task.done():
+            task.result()
+    return next_head.result()
+
+
 async def _first_of(work: Coroutine[Any, Any, None], watchdog: asyncio.Task[None]) -> None:
     """Awaits `work`, but fails at once if the task it depends on dies first."""
     task = asyncio.ensure_future(work)
-    done, _ = await asyncio.wait({task, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        done, _ = await asyncio.wait({task, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
     if task not in done:
         task.cancel()
         watchdog.result()
         raise StartupError("the dispatcher stopped during start-up")
     task.result()
+
+
+def _lowest(earlier: int | None, block: int) -> int:
+    return block if earlier is None else min(earlier, block)
 
 
 async def _block_hash(rpc: RpcClient, number: int) -> str | None:

@@ -15,7 +15,13 @@ from web3 import AsyncWeb3, WebSocketProvider
 from web3.exceptions import Web3Exception
 from websockets.exceptions import WebSocketException
 
-from keeper.chain.rpc import RpcClient, RpcError, RpcTransportError, redact_url
+from keeper.chain.rpc import (
+    ChainMismatchError,
+    RpcClient,
+    RpcError,
+    RpcTransportError,
+    redact_url,
+)
 
 _log = structlog.get_logger(__name__)
 
@@ -241,6 +247,8 @@ class HeadFollower:
         while loop.time() < until:
             try:
                 head = await latest_head(self._rpc)
+            except ChainMismatchError:
+                raise
             except (RpcError, RpcTransportError) as error:
                 _log.warning("heads.poll_failed", error=type(error).__name__)
             else:

@@ -114,13 +114,20 @@ class LogFetcher:
         return logs
 
     async def fetch_block_logs(
-        self, addresses: Sequence[str], block_hash: str, topics: Topics | None = None
+        self,
+        addresses: Sequence[str],
+        block_hash: str,
+        block_number: int,
+        topics: Topics | None = None,
     ) -> list[dict[str, Any]]:
-        """Logs of one block by hash: exact under reorgs, where a number may name two blocks."""
+        """Logs of one block by hash (EIP-234): exact under reorgs, where a number may name two
+        blocks, and refused by a node that does not have that block."""
         if not addresses:
             return []
         query = _filter(addresses, topics, blockHash=block_hash)
         logs: list[dict[str, Any]] = await self._rpc.request("eth_getLogs", [query])
+        _check_chunk(logs, block_number, block_number)
+        logs.sort(key=_chain_position)
         return logs
 
     def _note_success(self) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from keeper.chain.heads import latest_head
-from keeper.chain.rpc import RpcClient, RpcError, RpcTransportError
+from keeper.chain.rpc import ChainMismatchError, RpcClient, RpcError, RpcTransportError
 from keeper.execution.errors import SendErrorKind, classify_send_error
 from keeper.execution.fees import DEFAULT_MIN_BUMP_BPS, Eip1559Fees, bumped_fees, initial_fees
 from keeper.execution.journal import JournalEntry, TxJournal, TxStatus
@@ -139,6 +139,9 @@ class Dispatcher:
         self._keys: set[str] = set()
         self._wake = asyncio.Event()
         self._next_nonce: int | None = None
+        # Held for each step of `run` and by `reconcile`, which the head loop calls while `run`
+        # goes on: the two never change the nonce and the pending set at once.
+        self._lock = asyncio.Lock()
         self._base_fee_wei = 0
 
     # ------------------------------------------------------------------ interface
@@ -170,15 +173,20 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Sends and follows transactions until cancelled."""
-        await self._sync_nonce("start")
+        async with self._lock:
+            await self._sync_nonce("start")
         while True:
             try:
-                while self._queue:
-                    await self._send_new(self._queue[0])
-                if self._pending:
-                    await self._follow_pending()
-            except RpcTransportError as error:
-                # The node is unreachable; queued and pending work stays and is retried.
+                async with self._lock:
+                    while self._queue:
+                        await self._send_new(self._queue[0])
+                    if self._pending:
+                        await self._follow_pending()
+            except ChainMismatchError:
+                raise
+            except (RpcTransportError, RpcError) as error:
+                # No node answered, or one answered an error to a read: queued and pending work
+                # stays and is retried.
                 log.warning("dispatcher.node_unreachable", error=str(error))
                 await asyncio.sleep(1.0)
             self._wake.clear()
@@ -213,21 +221,23 @@ class Dispatcher:
             )
 
     async def reconcile(
-        self, *, mined_after: int | None = None
+        self, *, mined_after: int
     ) -> list[tuple[TxRequest, asyncio.Future[TxResult]]]:
-        """Settles the journal against the chain before anything new is sent: at start every
-        nonce a previous run may have left on the network, after a reorg back to `mined_after`
-        every nonce mined above that block.
+        """Settles the journal against the chain before anything new is sent: every nonce a
+        previous run may have left on the network, and every nonce recorded as mined above
+        block `mined_after` (a reorg may have undone it).
 
         A hash found mined is recorded so; a nonce whose hashes a node still holds is followed
         again, as if this run had sent it, and returned so its sender can wait on it; a nonce
         no node knows is recorded dropped (or taken, when something else used it), and the
-        next send re-reads the chain's nonce."""
-        groups = (
-            self._journal.unsettled()
-            if mined_after is None
-            else self._journal.mined_after(mined_after)
-        )
+        next send re-reads the chain's nonce, so a dropped one is used again."""
+        async with self._lock:
+            return await self._reconcile(mined_after)
+
+    async def _reconcile(
+        self, mined_after: int
+    ) -> list[tuple[TxRequest, asyncio.Future[TxResult]]]:
+        groups = self._journal.unsettled() | self._journal.mined_after(mined_after)
         adopted: list[tuple[TxRequest, asyncio.Future[TxResult]]] = []
         mined_nonce: int | None = None
         for nonce, entries in groups.items():
@@ -238,7 +248,7 @@ class Dispatcher:
                 continue
             known = [entry for entry in sent if await self._node_has(entry.tx_hash)]
             if known:
-                adopted.append(self._adopt(nonce, known, reopen=mined_after is not None))
+                adopted.append(self._adopt(nonce, known))
                 continue
             if mined_nonce is None:
                 mined_nonce = await self._chain_nonce("latest")
@@ -279,7 +289,7 @@ class Dispatcher:
         return False
 
     def _adopt(
-        self, nonce: int, known: list[JournalEntry], *, reopen: bool
+        self, nonce: int, known: list[JournalEntry]
     ) -> tuple[TxRequest, asyncio.Future[TxResult]]:
         """Follows a journaled nonce still waiting in a node's pool, so it is replaced when
         stuck and never sent a second time."""
@@ -300,8 +310,7 @@ class Dispatcher:
             cancelling=latest.cancel,
             cancel_hashes={entry.tx_hash for entry in known if entry.cancel},
         )
-        if reopen:
-            self._journal.reopen(entry.tx_hash for entry in known)
+        self._journal.reopen(entry.tx_hash for entry in known)
         log.warning(
             "journal.adopted",
             key=request.key,
@@ -318,9 +327,10 @@ class Dispatcher:
     # ------------------------------------------------------------------ sending
 
     async def _sync_nonce(self, reason: str) -> None:
-        nonce = await self._chain_nonce("pending")
-        if self._pending:
-            nonce = max(nonce, max(self._pending) + 1)
+        """The node's next nonce, past those this dispatcher follows. A nonce lower than one in
+        flight (dropped by a node or a reorg) is used again: skipping it would strand every
+        later transaction behind the gap."""
+        nonce = self._free_from(await self._chain_nonce("pending"))
         log.info("dispatcher.nonce_synced", nonce=nonce, reason=reason, was=self._next_nonce)
         self._next_nonce = nonce
 
@@ -370,7 +380,7 @@ class Dispatcher:
             await self._sync_nonce("unknown")
         assert self._next_nonce is not None
         request = queued.request
-        nonce = self._next_nonce
+        nonce = self._free_from(self._next_nonce)
         fees = initial_fees(
             self._base_fee_wei, self._priority_fee_wei, max_fee_cap=self._max_fee_wei
         )
@@ -410,6 +420,12 @@ class Dispatcher:
             queued.future,
             TxResult(request, TxOutcome.NOT_SENT, error=kind, detail=message),
         )
+
+    def _free_from(self, nonce: int) -> int:
+        """The first nonce from `nonce` on that no followed transaction holds."""
+        while nonce in self._pending:
+            nonce += 1
+        return nonce
 
     async def _node_has(self, tx_hash: str) -> bool:
         return await self._rpc.request("eth_getTransactionByHash", [tx_hash]) is not None
@@ -525,7 +541,8 @@ class Dispatcher:
         tx_hash, kind, message = await self._broadcast(
             tx, pending.request.key, cancel=pending.cancelling
         )
-        if kind is not None:
+        if kind is not None and tx_hash not in pending.hashes:
+            # (A hash offered again at the cap and refused is still the one followed.)
             self._journal.mark(tx_hash, TxStatus.REFUSED)
         pending.sent_at = self._clock()
         # Even a refused replacement raises the floor of the next one.

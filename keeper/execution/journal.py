@@ -99,7 +99,9 @@ class TxJournal:
         now = time.time()
         with self._database.transaction() as connection:
             connection.execute(
-                "INSERT OR REPLACE INTO tx_journal VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO tx_journal VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (tx_hash) DO UPDATE SET status = excluded.status, "
+                "block_number = NULL, updated_at = excluded.updated_at",
                 (
                     tx_hash,
                     self._sender,
@@ -180,7 +182,7 @@ class TxJournal:
         )
 
     def entries(self) -> list[JournalEntry]:
-        """Every record, oldest first (for tests and the operator)."""
+        """Every record, oldest first."""
         rows = self._database.connection.execute(
             f"SELECT {_COLUMNS} FROM tx_journal WHERE sender = ? ORDER BY nonce, created_at",
             (self._sender,),

@@ -43,6 +43,9 @@ from keeper.startup import keeper_database, load_signer, scratch_database, signi
 from keeper.state.model import Market
 
 T = TypeVar("T")
+# Transactions journaled as mined in this many recent blocks are checked again before sending:
+# a reorg may have undone them.
+_REORG_DEPTH = 64
 
 EXIT_REFUSED = 1
 # How long the dispatcher follows (and re-prices) the liquidation before the command stops
@@ -150,6 +153,7 @@ async def _assess_and_send(
     state, head = loaded.state, loaded.head
     valuation = find_account(state, address, head.timestamp)
     liquidator, dispatcher = signing_pipeline(rpc, config, signer, state, journal)
+    liquidator.follow(await dispatcher.reconcile(mined_after=head.number - _REORG_DEPTH))
     underlying = valuation.market.underlying
     token = (await read_tokens(rpc, [underlying]))[underlying]
     print(

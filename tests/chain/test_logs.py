@@ -39,6 +39,7 @@ class LogChain:
     recipients: tuple[str, ...]
     mints: int
     batch_block_hash: str
+    batch_block: int
     last_block: int
 
 
@@ -77,6 +78,7 @@ def log_chain() -> Iterator[LogChain]:
             recipients=recipients,
             mints=mints + 3,
             batch_block_hash=batch_block["hash"].to_0x_hex(),
+            batch_block=batch_block["number"],
             last_block=batch_block["number"] + 10,
         )
 
@@ -214,7 +216,9 @@ async def test_topic_filters_select_by_indexed_argument(
 async def test_block_logs_by_hash(log_chain: LogChain, direct: RpcClient) -> None:
     fetcher = LogFetcher(direct)
 
-    logs = await fetcher.fetch_block_logs(log_chain.tokens, log_chain.batch_block_hash)
+    logs = await fetcher.fetch_block_logs(
+        log_chain.tokens, log_chain.batch_block_hash, log_chain.batch_block
+    )
 
     assert [log["blockHash"] for log in logs] == [log_chain.batch_block_hash] * 3
     assert [int(log["logIndex"], 16) for log in logs] == [0, 1, 2]
@@ -232,6 +236,6 @@ async def test_no_addresses_means_no_request() -> None:
     fetcher = LogFetcher(client)
     try:
         assert await fetcher.fetch([], 0, 1_000_000) == []
-        assert await fetcher.fetch_block_logs([], "0x" + "00" * 32) == []
+        assert await fetcher.fetch_block_logs([], "0x" + "00" * 32, 0) == []
     finally:
         await client.close()

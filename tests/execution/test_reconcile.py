@@ -109,7 +109,7 @@ async def test_a_journaled_transaction_mined_meanwhile_is_booked_not_resent(
 ) -> None:
     signed = _journaled(signer, journal, 0, "liquidate:mined")
     await rpc.request("eth_sendRawTransaction", [signed.raw_transaction])
-    adopted = await _dispatcher(rpc, signer, journal).reconcile()
+    adopted = await _dispatcher(rpc, signer, journal).reconcile(mined_after=0)
     assert adopted == []
     (entry,) = journal.entries()
     assert (entry.status, entry.block_number) == (TxStatus.INCLUDED, 1)
@@ -122,7 +122,7 @@ async def test_one_still_pending_is_followed_to_its_receipt_and_never_sent_twice
     signed = _journaled(signer, journal, 0, "liquidate:pending")
     await rpc.request("eth_sendRawTransaction", [signed.raw_transaction])
     dispatcher = _dispatcher(rpc, signer, journal)
-    ((request, future),) = await dispatcher.reconcile()
+    ((request, future),) = await dispatcher.reconcile(mined_after=0)
     assert request.key == "liquidate:pending"
     assert dispatcher.in_flight("liquidate:pending")
     assert dispatcher.pending_nonces() == {0: [signed.hash]}
@@ -146,7 +146,7 @@ async def test_one_never_sent_is_dropped_and_its_nonce_used_again(
 ) -> None:
     _journaled(signer, journal, 0, "liquidate:never-sent")
     dispatcher = _dispatcher(rpc, signer, journal)
-    assert await dispatcher.reconcile() == []
+    assert await dispatcher.reconcile(mined_after=0) == []
     assert _statuses(journal) == {"liquidate:never-sent": TxStatus.DROPPED}
     task = asyncio.create_task(dispatcher.run())
     try:
@@ -167,5 +167,43 @@ async def test_one_whose_nonce_something_else_spent_is_marked_taken(
     # Another process with the same key, which the journal knows nothing of, uses nonce 0.
     other = _signed(signer, 0, value=1)
     await rpc.request("eth_sendRawTransaction", [other.raw_transaction])
-    assert await _dispatcher(rpc, signer, journal).reconcile() == []
+    assert await _dispatcher(rpc, signer, journal).reconcile(mined_after=0) == []
     assert _statuses(journal) == {"liquidate:outrun": TxStatus.NONCE_TAKEN}
+
+
+async def test_a_dropped_nonce_below_one_in_flight_is_filled_before_anything_after_it(
+    rpc: RpcClient, signer: Signer, journal: TxJournal
+) -> None:
+    await rpc.request("evm_setAutomine", [False])
+    _journaled(signer, journal, 0, "liquidate:never-sent")
+    waiting = _journaled(signer, journal, 1, "liquidate:waiting")
+    await rpc.request("eth_sendRawTransaction", [waiting.raw_transaction])
+    dispatcher = _dispatcher(rpc, signer, journal)
+    ((request, adopted),) = await dispatcher.reconcile(mined_after=0)
+    assert request.key == "liquidate:waiting"
+    assert _statuses(journal)["liquidate:never-sent"] is TxStatus.DROPPED
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        future = dispatcher.submit(TxRequest("transfer", RECIPIENT, "0x", 21_000))
+        sent = await _sent_nonce(rpc, signer, 0)
+        await rpc.request("evm_mine", [])
+        results = await asyncio.wait_for(asyncio.gather(future, adopted), 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [result.outcome for result in results] == [TxOutcome.INCLUDED] * 2
+    assert results[0].tx_hash == sent, "the new transaction did not take the dropped nonce 0"
+    count = await rpc.request("eth_getTransactionCount", [signer.address, "latest"])
+    assert int(count, 16) == 2
+
+
+async def _sent_nonce(rpc: RpcClient, signer: Signer, nonce: int) -> str:
+    """The hash of `signer`'s transaction at `nonce` once it waits in the pool."""
+    for _ in range(200):
+        pool = await rpc.request("txpool_content", [])
+        for section in ("pending", "queued"):
+            found = pool[section].get(signer.address.lower(), {}).get(str(nonce))
+            if found is not None:
+                return str(found["hash"])
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no transaction of {signer.address} at nonce {nonce} in the pool")
