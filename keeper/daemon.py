@@ -370,6 +370,13 @@ class Keeper:
             # One block: read by its hash, which only the block announced can answer.
             logs = await fetcher.fetch_block_logs(state.watched_addresses(), head.hash, head.number)
         else:
+            # A range read cannot tell a block the node lacks from one without logs: first make
+            # sure the node answering has the head announced.
+            if await _block_hash(rpc, head.number) != head.hash:
+                raise RpcTransportError(
+                    f"the node answering requests does not have block {head.number} "
+                    f"({head.hash}) yet"
+                )
             logs = await fetcher.fetch(state.watched_addresses(), from_block, head.number)
         _check_head_logs(logs, head)
         changes.merge(state.apply(decode_logs(logs), undoable=True))
