@@ -7,11 +7,14 @@ before the test and reverts after, so tests see the freshly deployed protocol an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
+from keeper.chain.rpc import RpcClient
+from keeper.devnet.anvil import AnvilNode
 from keeper.devnet.controls import reverted_after
 from keeper.devnet.network import Devnet, running_devnet
 from tests.keeper.helpers import Harness
@@ -39,3 +42,20 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         yield harness
     finally:
         harness.close()
+
+
+@pytest.fixture
+def node() -> Iterator[AnvilNode]:
+    """A bare anvil of the test's own (no protocol), stopped at the end."""
+    with AnvilNode() as anvil:
+        yield anvil
+
+
+@pytest_asyncio.fixture
+async def rpc(node: AnvilNode) -> AsyncIterator[RpcClient]:
+    """An RpcClient on `node` with short timeouts and retries, closed at the end."""
+    client = RpcClient(node.rpc_url, timeout_s=5.0, attempts=2, max_backoff_s=0.05)
+    try:
+        yield client
+    finally:
+        await client.close()

@@ -9,11 +9,10 @@ and checks what a fresh dispatcher concludes, and what it sends next.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from keeper.chain.rpc import RpcClient
 from keeper.devnet.anvil import AnvilNode
@@ -28,21 +27,6 @@ pytestmark = [pytest.mark.chain, pytest.mark.asyncio]
 GWEI = 10**9
 RECIPIENT = "0x000000000000000000000000000000000000dEaD"
 FEES = Eip1559Fees(100 * GWEI, GWEI)
-
-
-@pytest.fixture
-def node() -> Iterator[AnvilNode]:
-    with AnvilNode(accounts=2) as anvil:
-        yield anvil
-
-
-@pytest_asyncio.fixture
-async def rpc(node: AnvilNode) -> AsyncIterator[RpcClient]:
-    client = RpcClient(node.rpc_url, timeout_s=5.0, attempts=2, max_backoff_s=0.05)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture
