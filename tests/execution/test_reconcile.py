@@ -91,8 +91,10 @@ def _statuses(journal: TxJournal) -> dict[str, TxStatus]:
 async def test_a_journaled_transaction_mined_meanwhile_is_booked_not_resent(
     rpc: RpcClient, signer: Signer, journal: TxJournal
 ) -> None:
+    await rpc.request("evm_setAutomine", [False])
     signed = _journaled(signer, journal, 0, "liquidate:mined")
     await rpc.request("eth_sendRawTransaction", [signed.raw_transaction])
+    await rpc.request("evm_mine", [])
     adopted = await _dispatcher(rpc, signer, journal).reconcile(mined_after=0)
     assert adopted == []
     (entry,) = journal.entries()
@@ -150,7 +152,9 @@ async def test_one_whose_nonce_something_else_spent_is_marked_taken(
     _journaled(signer, journal, 0, "liquidate:outrun")
     # Another process with the same key, which the journal knows nothing of, uses nonce 0.
     other = _signed(signer, 0, value=1)
+    await rpc.request("evm_setAutomine", [False])
     await rpc.request("eth_sendRawTransaction", [other.raw_transaction])
+    await rpc.request("evm_mine", [])
     assert await _dispatcher(rpc, signer, journal).reconcile(mined_after=0) == []
     assert _statuses(journal) == {"liquidate:outrun": TxStatus.NONCE_TAKEN}
 
