@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypedDict, TypeVar, Unpack
 
 from structlog.testing import capture_logs
 from web3 import Web3
@@ -258,64 +258,21 @@ class Harness:
         )
 
     def write_config(
-        self,
-        net: Devnet,
-        name: str = "keeper",
-        *,
-        inclusion_timeout_s: float = 6.0,
-        use_websocket: bool = True,
-        metrics_port: int = 0,
-        rpc_url: str | None = None,
-        ws_url: str | None = None,
-        backup_rpc_urls: tuple[str, ...] = (),
-        database_path: str | None = None,
+        self, net: Devnet, name: str = "keeper", **options: Unpack[ConfigOptions]
     ) -> Path:
-        """The keeper's TOML for `net`, as `keeper devnet --keeper` writes it; the URLs and the
-        database path as `keeper_config_toml` takes them (fault tests put proxies there)."""
+        """The keeper's TOML for `net`, as `keeper devnet --keeper` writes it, with `options`
+        (fault tests put proxies and a database there)."""
         path = self.tmp_path / f"{name}.toml"
-        path.write_text(
-            keeper_config(
-                net,
-                inclusion_timeout_s=inclusion_timeout_s,
-                use_websocket=use_websocket,
-                metrics_port=metrics_port,
-                rpc_url=rpc_url,
-                ws_url=ws_url,
-                backup_rpc_urls=backup_rpc_urls,
-                database_path=database_path,
-            )
-        )
+        path.write_text(keeper_config(net, **options))
         return path
 
     def start_keeper(
-        self,
-        net: Devnet,
-        key: DevKey,
-        name: str = "keeper",
-        *,
-        inclusion_timeout_s: float = 6.0,
-        use_websocket: bool = True,
-        metrics_port: int = 0,
-        rpc_url: str | None = None,
-        ws_url: str | None = None,
-        backup_rpc_urls: tuple[str, ...] = (),
-        database_path: str | None = None,
+        self, net: Devnet, key: DevKey, name: str = "keeper", **options: Unpack[ConfigOptions]
     ) -> KeeperRun:
-        """`keeper run --config <tmp>/<name>.toml` with `key`, logging to <tmp>/<name>.log; HTTP
-        polling for heads instead of WebSocket newHeads with `use_websocket=False`; metrics and
-        health endpoints on localhost:`metrics_port` unless it is 0; URLs and database path as in
-        `write_config`."""
-        config = self.write_config(
-            net,
-            name,
-            inclusion_timeout_s=inclusion_timeout_s,
-            use_websocket=use_websocket,
-            metrics_port=metrics_port,
-            rpc_url=rpc_url,
-            ws_url=ws_url,
-            backup_rpc_urls=backup_rpc_urls,
-            database_path=database_path,
-        )
+        """`keeper run --config <tmp>/<name>.toml` with `key`, logging to <tmp>/<name>.log; the
+        config as `write_config` writes it (`use_websocket=False`: HTTP polling for heads;
+        `metrics_port`: metrics and health endpoints on localhost unless it is 0)."""
+        config = self.write_config(net, name, **options)
         run = KeeperRun(name, config, key, self.tmp_path / f"{name}.log")
         self._stack.callback(run.stop)
         return run
@@ -348,28 +305,22 @@ class InProcessKeeper:
             raise AssertionError(f"the keeper task ended ({error!r}):\n{self.tail()}")
 
 
-def keeper_config(
-    net: Devnet,
-    *,
-    inclusion_timeout_s: float = 6.0,
-    use_websocket: bool = True,
-    metrics_port: int = 0,
-    rpc_url: str | None = None,
-    ws_url: str | None = None,
-    backup_rpc_urls: tuple[str, ...] = (),
-    database_path: str | None = None,
-) -> str:
-    """The devnet's keeper TOML, as `keeper devnet --keeper` writes it."""
-    return keeper_config_toml(
-        net.manifest(),
-        inclusion_timeout_s=inclusion_timeout_s,
-        use_websocket=use_websocket,
-        metrics_port=metrics_port,
-        rpc_url=rpc_url,
-        ws_url=ws_url,
-        backup_rpc_urls=backup_rpc_urls,
-        database_path=database_path,
-    )
+class ConfigOptions(TypedDict, total=False):
+    """What a test may choose in the keeper's TOML; the rest is the devnet's, as
+    `keeper_config_toml` writes it (its defaults apply to what is left out)."""
+
+    inclusion_timeout_s: float
+    use_websocket: bool
+    metrics_port: int
+    rpc_url: str | None
+    ws_url: str | None
+    backup_rpc_urls: tuple[str, ...]
+    database_path: str | None
+
+
+def keeper_config(net: Devnet, **options: Unpack[ConfigOptions]) -> str:
+    """The devnet's keeper TOML, as `keeper devnet --keeper` writes it, with `options`."""
+    return keeper_config_toml(net.manifest(), **options)
 
 
 @asynccontextmanager
@@ -378,27 +329,14 @@ async def keeper_in_process(
     key: DevKey,
     tmp_path: Path,
     *,
-    inclusion_timeout_s: float = 6.0,
-    rpc_url: str | None = None,
-    ws_url: str | None = None,
-    backup_rpc_urls: tuple[str, ...] = (),
-    database_path: str | None = None,
     settings: Mapping[str, Mapping[str, object]] | None = None,
+    **options: Unpack[ConfigOptions],
 ) -> AsyncIterator[InProcessKeeper]:
     """Runs `Keeper(config, signer).run()` as a task until the block ends, then cancels it and
-    waits for it; an error the task died of is raised here rather than lost. URLs and database
-    path as `keeper_config_toml` takes them; `settings` sets further keys of the TOML's sections
+    waits for it; an error the task died of is raised here rather than lost. `options` as
+    `keeper_config` takes them; `settings` sets further keys of the TOML's sections
     (`{"liquidation": {"max_fee_gwei": 30}}`)."""
-    raw = tomllib.loads(
-        keeper_config(
-            net,
-            inclusion_timeout_s=inclusion_timeout_s,
-            rpc_url=rpc_url,
-            ws_url=ws_url,
-            backup_rpc_urls=backup_rpc_urls,
-            database_path=database_path,
-        )
-    )
+    raw = tomllib.loads(keeper_config(net, **options))
     for section, values in (settings or {}).items():
         raw.setdefault(section, {}).update(values)
     config = parse_config(raw, base_dir=tmp_path)
