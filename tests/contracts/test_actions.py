@@ -187,10 +187,10 @@ def test_anyone_may_add_collateral_to_an_account(chain: Devnet) -> None:
     manager = market(chain).manager
     borrower = chain.roles.borrowers[0].address
     helper = chain.roles.competitor.address
+    freeze_interest(chain)  # before opening: a second between the two would accrue interest
     opened = open_account(
         chain, borrower, units(chain, "USDC", 10_000), units(chain, "USDC", 1_000)
     )
-    freeze_interest(chain)
     weth = token_address(chain, "WETH")
     approve(chain, "WETH", helper, manager.address)
     helper_weth_before = erc20_balance(chain, "WETH", helper)
