@@ -1,17 +1,20 @@
-# Two commands do everything on a fresh machine: `make run` and `make test`.
+# Two commands do everything on a fresh machine: `make run` and `make test`. `make bench` measures.
 # Tool versions are pinned: uv below, Python packages in uv.lock, node packages in package-lock.json.
 
 UV_VERSION := 0.13.8
 UV := .tools/bin/uv
 RUN := $(UV) run --locked
 
-.PHONY: run test setup prometheus-tools contracts lint typecheck unit clean
+.PHONY: run test bench setup prometheus-tools contracts lint typecheck unit clean
 
 run: setup ## devnet (anvil + protocol + 20 accounts) + the keeper daemon + a WETH crash, until Ctrl-C
 	$(RUN) keeper devnet --accounts 20 --keeper --crash WETH:-30%
 
 test: setup prometheus-tools lint typecheck ## everything CI checks
 	$(RUN) pytest
+
+bench: setup ## performance at 10,000 and 100,000 accounts, keeper vs two baselines; JSON in bench/results/
+	$(RUN) python -m bench
 
 # promtool checks the alert rules and the metrics exposition; a real Prometheus scrapes the keeper
 # in one test. Debian's package has both; installed here when missing (root, or sudo).

@@ -75,6 +75,7 @@ class AnvilNode:
         host: str = "127.0.0.1",
         dump_state: Path | None = None,
         load_state: Path | None = None,
+        kept_states: int | None = None,
     ) -> None:
         self.chain_id = chain_id
         self.port = port or free_port()
@@ -93,6 +94,10 @@ class AnvilNode:
             args += ["--block-time", str(block_time)]
         if gas_limit is not None:
             args += ["--gas-limit", str(gas_limit)]
+        if kept_states is not None:
+            # Only the latest states, in memory: views at older blocks stop answering, but a
+            # devnet of 100,000 accounts no longer holds a full copy of its state per block.
+            args += ["--prune-history", str(kept_states)]
         if dump_state is not None:
             # Historical states too, so views at blocks before a restart still answer after it.
             args += ["--dump-state", str(dump_state), "--preserve-historical-states"]

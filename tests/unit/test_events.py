@@ -11,9 +11,11 @@ from dataclasses import fields
 from typing import Any
 
 import pytest
-from eth_abi.abi import encode
+from eth_abi.abi import decode, encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keeper.protocol.events import (
     AnswerUpdated,
@@ -33,10 +35,12 @@ from keeper.protocol.events import (
     ProtocolEvent,
     UnknownEventError,
     Unpaused,
+    checksum,
     decode_log,
     decode_logs,
     event_topics,
     topic_of,
+    word_decoder,
 )
 
 MAX_UINT256 = 2**256 - 1
@@ -349,3 +353,54 @@ def test_position_reads_hex_block_and_index_and_keeps_the_hash() -> None:
     log = {**CASES[6][0], "blockNumber": "0xff", "logIndex": "0x0", "blockHash": "0x" + "0f" * 32}
     decoded = decode_log(log)
     assert decoded.position == LogPosition(cs(MANAGER), 255, "0x" + "0f" * 32, 0)
+
+
+# ---------------------------------------------------------------- the one-word decoders
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["uint256", "uint16", "uint8", "int256", "int128", "address", "bool"]),
+    st.data(),
+)
+def test_word_decoders_equal_eth_abi_on_valid_words(abi_type: str, data: st.DataObject) -> None:
+    if abi_type == "address":
+        value: object = to_checksum_address(data.draw(st.binary(min_size=20, max_size=20)))
+    elif abi_type == "bool":
+        value = data.draw(st.booleans())
+    elif abi_type.startswith("uint"):
+        value = data.draw(st.integers(0, 2 ** int(abi_type[4:]) - 1))
+    else:
+        bits = int(abi_type[3:])
+        value = data.draw(st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
+    word = encode([abi_type], [value]).hex()
+
+    expected = decode([abi_type], bytes.fromhex(word))[0]
+    if abi_type == "address":
+        expected = to_checksum_address(expected)  # eth_abi answers lowercase; state keeps EIP-55
+
+    assert word_decoder(abi_type)(word) == expected
+
+
+@pytest.mark.parametrize(
+    ("abi_type", "word"),
+    [
+        ("uint16", f"{2**16:064x}"),  # above the type's range
+        ("int128", f"{2**127:064x}"),
+        ("address", "01" + "00" * 31),  # non-zero padding
+        ("bool", f"{2:064x}"),
+        ("uint256", "00" * 31),  # short word
+    ],
+)
+def test_word_decoders_refuse_what_eth_abi_refuses(abi_type: str, word: str) -> None:
+    with pytest.raises(ValueError, match=r"0x"):
+        word_decoder(abi_type)(word)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=20, max_size=20))
+def test_checksum_equals_eth_utils(raw: bytes) -> None:
+    address = "0x" + raw.hex()
+
+    assert checksum(address) == to_checksum_address(address)
+    assert checksum(address.upper().replace("0X", "0x")) == to_checksum_address(address)
