@@ -28,6 +28,7 @@ from eth_utils.address import is_address, is_checksum_address, to_checksum_addre
 from keeper.chain.rpc import redact_url
 
 GWEI = 10**9
+DEFAULT_BATCH_SIZE = 100
 WEI_PER_NATIVE = 10**18
 ENV_PREFIX = "ASGARD_KEEPER_"
 
@@ -59,6 +60,8 @@ CONFIG_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "max_failures",
             "failure_cooldown_s",
             "feed_check_interval_s",
+            "batch_liquidator",
+            "batch_size",
         ),
         "ops": (
             "metrics_host",
@@ -157,6 +160,12 @@ class LiquidationConfig:
     max_failures: int
     failure_cooldown_s: float
     feed_check_interval_s: float
+    # A BatchLiquidator owned by the signer: many accounts per transaction. None: one
+    # transaction per account.
+    batch_liquidator: str | None = None
+    # At most this many accounts per batch transaction: its gas (some 141,000 per account) must
+    # stay well under the block gas limit, or no block can include it.
+    batch_size: int = DEFAULT_BATCH_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +273,10 @@ def parse_config(
             ),
             feed_check_interval_s=liquidation.get(
                 "feed_check_interval_s", _number(minimum=1), default=60.0
+            ),
+            batch_liquidator=liquidation.optional("batch_liquidator", _address),
+            batch_size=liquidation.get(
+                "batch_size", _integer(minimum=1, maximum=1_000), default=DEFAULT_BATCH_SIZE
             ),
         ),
         ops=OpsConfig(

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from eth_abi.exceptions import DecodingError
 
 from keeper.chain.heads import Head, latest_head
 from keeper.chain.logs import LogFetcher
-from keeper.chain.rpc import RpcClient, redact_url
+from keeper.chain.rpc import RpcClient, RpcError, redact_url
 from keeper.config import ConfigError, KeeperConfig
 from keeper.execution.dispatcher import Dispatcher, TxRequest
 from keeper.execution.journal import TxJournal
@@ -30,12 +31,26 @@ from keeper.execution.signer import (
     signer_from_file,
     signer_from_keystore,
 )
-from keeper.protocol.calls import MULTICALL3_ADDRESS, feed_call, manager_call, multicall
+from keeper.protocol.calls import (
+    MULTICALL3_ADDRESS,
+    CallRevertedError,
+    batch_liquidator_call,
+    eth_call,
+    feed_call,
+    manager_call,
+    multicall,
+)
 from keeper.protocol.events import decode_logs
 from keeper.state.database import Database, DatabaseError, DatabaseLockedError
 from keeper.state.store import MarketState, PriceKey, ProtocolState, StateChanges
 
 log = structlog.get_logger(__name__)
+
+_BATCH_LIQUIDATOR_FIELD = "liquidation.batch_liquidator"
+_BATCH_LIQUIDATOR_FIX = (
+    "; deploy a BatchLiquidator whose owner is the signer and set its address, or remove "
+    "batch_liquidator to send one transaction per account"
+)
 
 # (blocks done, blocks in all): called as the back-fill advances.
 BackfillProgress = Callable[[int, int], None]
@@ -152,7 +167,10 @@ async def check_chain(rpc: RpcClient, config: KeeperConfig) -> str:
         )
     for field, address in configured_addresses(config):
         if not await has_code(rpc, address):
-            raise ConfigError(field, address, f"no contract at this address on chain {chain_id}")
+            fix = _BATCH_LIQUIDATOR_FIX if field == _BATCH_LIQUIDATOR_FIELD else ""
+            raise ConfigError(
+                field, address, f"no contract at this address on chain {chain_id}{fix}"
+            )
     if not await has_code(rpc, MULTICALL3_ADDRESS):
         raise StartupError(
             f"no Multicall3 at {MULTICALL3_ADDRESS} on chain {chain_id}; the keeper batches "
@@ -173,7 +191,33 @@ def configured_addresses(config: KeeperConfig) -> list[tuple[str, str]]:
         for i, address in enumerate(config.protocol.credit_managers)
     ]
     named.append(("liquidation.native_token", config.liquidation.native_token))
+    if config.liquidation.batch_liquidator is not None:
+        named.append((_BATCH_LIQUIDATOR_FIELD, config.liquidation.batch_liquidator))
     return named
+
+
+async def check_batch_liquidator(rpc: RpcClient, config: KeeperConfig, signer: str) -> None:
+    """The configured BatchLiquidator answers as one and belongs to `signer`: it lets only its
+    owner liquidate, so any other owner would make every batch revert."""
+    batch = config.liquidation.batch_liquidator
+    if batch is None:
+        return
+    problem = await batch_liquidator_problem(rpc, batch, signer)
+    if problem is not None:
+        raise ConfigError(_BATCH_LIQUIDATOR_FIELD, batch, problem + _BATCH_LIQUIDATOR_FIX)
+
+
+async def batch_liquidator_problem(rpc: RpcClient, batch: str, signer: str) -> str | None:
+    """Why `batch` cannot liquidate for `signer`, or None when it can."""
+    if not await has_code(rpc, batch):
+        return "no contract at this address"
+    try:
+        (owner,) = await eth_call(rpc, batch_liquidator_call(batch, "owner"))
+    except (CallRevertedError, RpcError, DecodingError):
+        return "does not answer owner(): not a BatchLiquidator"
+    if owner != signer:
+        return f"its owner() is {owner}, not the signer {signer}"
+    return None
 
 
 async def has_code(rpc: RpcClient, address: str) -> bool:
@@ -276,6 +320,8 @@ def liquidation_policy(config: KeeperConfig) -> LiquidationPolicy:
         gas_limit_margin_bps=settings.gas_limit_margin_bps,
         max_failures=settings.max_failures,
         failure_cooldown_s=settings.failure_cooldown_s,
+        batch_liquidator=settings.batch_liquidator,
+        batch_size=settings.batch_size,
     )
 
 

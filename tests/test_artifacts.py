@@ -16,6 +16,7 @@ from keeper.protocol.artifacts import artifact_names, load_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_CONTRACTS = {
+    "BatchLiquidator",
     "BulkAccountOpener",
     "CreditAccount",
     "CreditManager",

@@ -67,8 +67,10 @@ class Deployment:
 
 
 def deploy_protocol(rpc_url: str, spec: ProtocolSpec, roles: Roles) -> Deployment:
-    """Deploys tokens, feeds, oracle, DEX adapter and one pool + CreditManager per market,
-    funds pools, DEX reserves and liquidators, and places Multicall3 at its canonical address."""
+    """Deploys tokens, feeds, oracle, DEX adapter, the keeper's BatchLiquidator and one pool +
+    CreditManager per market (the emergency liquidator role and the BatchLiquidator are each
+    market's emergency liquidators), funds pools, DEX reserves and liquidators, and places
+    Multicall3 at its canonical address."""
     w3 = connect(rpc_url)
     admin = roles.deployer.address
     deploy_block = w3.eth.block_number + 1
@@ -95,6 +97,14 @@ def deploy_protocol(rpc_url: str, spec: ProtocolSpec, roles: Roles) -> Deploymen
     )
     for market in spec.markets:
         _deploy_market(w3, contracts, spec, market, roles)
+    # The keeper's own (deployed last, so every other address stays what it always was): many
+    # accounts per transaction, for the keeper only, even while a market is paused.
+    contracts["BatchLiquidator"] = deploy(w3, "BatchLiquidator", admin, roles.keeper.address)
+    for market in spec.markets:
+        manager = contract_at(w3, "CreditManager", contracts[f"CreditManager.{market.underlying}"])
+        send(
+            w3, manager.functions.setEmergencyLiquidator(contracts["BatchLiquidator"], True), admin
+        )
 
     for token in spec.tokens:
         minted = contract_at(w3, "TestToken", contracts[token.symbol])

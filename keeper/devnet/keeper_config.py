@@ -34,6 +34,7 @@ def keeper_config_toml(
     backup_rpc_urls: tuple[str, ...] = (),
     key_file: str | None = None,
     database_path: str | None = None,
+    batch_liquidator: bool = True,
 ) -> str:
     """The TOML a keeper needs to watch every market of the devnet in `manifest`; the metrics
     and health endpoint listens on `metrics_host:metrics_port` (port 0: not served).
@@ -43,7 +44,9 @@ def keeper_config_toml(
     from that file (relative to the config) instead of the environment variable `key_env`.
     `ws_url` overrides the WebSocket URL alone and `backup_rpc_urls` adds failover endpoints (a
     test puts fault-injecting proxies there). With `database_path` (relative to the config) the
-    keeper keeps its checkpoint and transaction journal there."""
+    keeper keeps its checkpoint and transaction journal there. With `batch_liquidator` (and a
+    devnet that has one) the keeper liquidates through the devnet's BatchLiquidator, many
+    accounts per transaction; without, one transaction per account."""
     deployment = manifest.deployment
     managers = ", ".join(
         f'"{deployment.address(f"CreditManager.{m}")}"' for m in deployment.markets
@@ -55,6 +58,11 @@ def keeper_config_toml(
     backups = ", ".join(f'"{url}"' for url in backup_rpc_urls)
     backup_line = f"backup_rpc_urls = [{backups}]\n" if backup_rpc_urls else ""
     storage = "" if database_path is None else f'\n[storage]\ndatabase_path = "{database_path}"\n'
+    batch_line = (
+        f'batch_liquidator = "{deployment.contracts["BatchLiquidator"]}"\n'
+        if batch_liquidator and "BatchLiquidator" in deployment.contracts
+        else ""
+    )
     signer_line = (
         f'private_key_env = "{key_env}"' if key_file is None else f'private_key_file = "{key_file}"'
     )
@@ -76,6 +84,7 @@ def keeper_config_toml(
         'min_profit_usd = "1"\n'
         f"emergency = {'true' if emergency else 'false'}\n"
         f"inclusion_timeout_s = {inclusion_timeout_s}\n"
+        f"{batch_line}"
         "\n[ops]\n"
         f'metrics_host = "{metrics_host}"\n'
         f"metrics_port = {metrics_port}\n"

@@ -1,10 +1,17 @@
-"""From "this account is below 1" to a liquidation handed to the dispatcher.
+"""From "these accounts are below 1" to liquidations handed to the dispatcher.
 
 For each candidate: may this signer liquidate it now (pause, emergency role)? Does the liquidation
-still succeed against the latest block (`eth_call`)? Is it worth its gas, or is the keeper in
-emergency mode? Can the signer pay the debt and the gas? Only then is a transaction queued, and
-never twice for one account while one is in flight. Every decision not to liquidate is logged
-once per account and reason, so an operator sees why an account below 1 is left alone.
+still succeed (`eth_call`)? Is it worth its share of the gas, or is the keeper in emergency mode?
+Can the signer pay the debt and the gas? Only then is it queued, and never while a transaction
+for it is in flight. Every decision not to liquidate is logged once per account and reason, so an
+operator sees why an account below 1 is left alone.
+
+With a BatchLiquidator configured, one market's accounts go in batches of up to `batch_size` per
+transaction. Each batch is simulated with one `eth_call` (which says which of its accounts would
+be liquidated, and why not the others) and one gas estimate, and handed to the dispatcher as
+soon as its own simulation returns: the first transaction leaves while later batches are still
+simulated. Without one, each account is its own transaction, as it also is in a paused market
+where the signer, but not the BatchLiquidator, is an emergency liquidator.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import structlog
@@ -20,6 +27,13 @@ import structlog
 from keeper.chain.heads import Head
 from keeper.chain.rpc import RpcClient, RpcError
 from keeper.display import format_health_factor
+from keeper.execution.batch import (
+    chunked,
+    is_liquidation_key,
+    key_accounts,
+    liquidation_key,
+    liquidation_outcome,
+)
 from keeper.execution.decide import decide_liquidation, gas_cost_in_underlying
 from keeper.execution.dispatcher import Dispatcher, TxOutcome, TxRequest, TxResult
 from keeper.execution.fees import Eip1559Fees, initial_fees
@@ -31,8 +45,10 @@ from keeper.execution.observer import (
 from keeper.protocol.calls import (
     Call,
     CallRevertedError,
+    batch_liquidator_call,
     eth_call,
     eth_call_data,
+    function_abi,
     manager_call,
     multicall,
     multicall_call,
@@ -55,7 +71,7 @@ _TYPICAL_LIQUIDATION_GAS = 300_000
 
 @dataclass(frozen=True, slots=True)
 class LiquidationPolicy:
-    """What the operator decided about liquidating: worth, fees and patience."""
+    """What the operator decided about liquidating: worth, fees, patience and batching."""
 
     native_token: str  # a token whose oracle price is the native coin's: gas is valued with it
     min_profit_usd: Decimal
@@ -65,12 +81,18 @@ class LiquidationPolicy:
     gas_limit_margin_bps: int
     max_failures: int
     failure_cooldown_s: float
+    batch_liquidator: str | None  # the signer's BatchLiquidator; None: a transaction per account
+    batch_size: int  # accounts per batch transaction at most
 
 
 @dataclass(frozen=True, slots=True)
 class Permission:
+    """Whether the keeper may liquidate in a market now, why, and whether through its
+    BatchLiquidator (else one transaction per account from the signer)."""
+
     can_liquidate: bool
     why: str
+    batch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,18 +121,54 @@ class Funding:
     underlying: dict[str, int]
 
 
+@dataclass(slots=True)
+class _Funds:
+    """What one `handle` may still commit: balances less what is in flight and already queued."""
+
+    native_wei: int
+    underlying: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """Accounts of one market for one transaction: a batch through the BatchLiquidator, or one
+    account straight through its CreditManager."""
+
+    manager: str
+    batch: bool
+    candidates: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _ChunkSimulation:
+    """Which of a chunk's accounts would be liquidated, the gas estimate of the transaction
+    liquidating just them, and why the others would not be."""
+
+    succeeding: tuple[Candidate, ...]
+    gas_estimate: int | None
+    reverts: dict[str, RevertReason | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """One account worth liquidating: what it pays and earns, in the underlying's units."""
+
+    amount_paid: int
+    premium: int
+
+
 @dataclass(frozen=True, slots=True)
 class _Attempt:
-    """A liquidation in flight: the funds it holds back from the next decisions, and what it
-    was decided on, for its report when it ends."""
+    """A liquidation transaction in flight: the funds it holds back from the next decisions, and
+    what it was decided on, for its report when it ends."""
 
     manager: str
     underlying: str
-    amount_paid: int
+    amount_paid: int  # all its accounts together
     max_gas_wei: int
     trigger_block: int
     head_received_at: float
-    premium: Decimal  # whole underlying tokens
+    premiums: dict[str, Decimal]  # per account, whole underlying tokens
 
 
 class Liquidator:
@@ -130,15 +188,22 @@ class Liquidator:
         self._dispatcher = dispatcher
         self._signer = signer_address
         self._policy = policy
+        self._batch = policy.batch_liquidator
         self._observer = observer or NullExecutionObserver()
         self._clock = clock
         self._failures: dict[str, int] = {}
         self._skip_until: dict[str, float] = {}
         self._last_refusal: dict[str, str] = {}
         self._announced: dict[str, Permission] = {}
-        self._in_flight: dict[str, _Attempt] = {}
+        self._in_flight: dict[str, _Attempt] = {}  # by transaction key
+        self._busy: set[str] = set()  # every account a transaction in flight covers
         self._adopted_approvals: dict[str, asyncio.Future[TxResult]] = {}
         self.funding: Funding | None = None
+
+    @property
+    def liquidating_addresses(self) -> frozenset[str]:
+        """Whom a `CreditAccountLiquidated` names as liquidator when this keeper liquidated."""
+        return frozenset({self._signer} | ({self._batch} if self._batch else set()))
 
     def skip_listed(self) -> int:
         """Accounts on the failure cooldown now."""
@@ -147,16 +212,25 @@ class Liquidator:
 
     # ------------------------------------------------------------------ permissions
 
-    def permission(self, manager: str) -> Permission:
+    def permission(self, manager: str, *, through_batch: bool = True) -> Permission:
+        """What the keeper may do in `manager`'s market now; `through_batch=False` asks about
+        the signer's own transactions alone (`keeper liquidate` sends one)."""
         market = self._state.markets[manager]
-        emergency = self._signer in market.emergency_liquidators
+        batch = through_batch and self._batch is not None
         if not market.paused:
-            return Permission(True, "protocol active: anyone may liquidate")
-        if emergency:
+            return Permission(True, "protocol active: anyone may liquidate", batch)
+        if batch and self._batch in market.emergency_liquidators:
+            return Permission(
+                True,
+                "protocol paused: liquidating through the BatchLiquidator, an emergency liquidator",
+                True,
+            )
+        if self._signer in market.emergency_liquidators:
             return Permission(True, "protocol paused: liquidating as an emergency liquidator")
+        who = "neither the signer nor the BatchLiquidator is" if batch else "the signer is not"
         return Permission(
             False,
-            "protocol paused and the signer is not an emergency liquidator: "
+            f"protocol paused and {who} an emergency liquidator: "
             "no liquidation is possible until the protocol is unpaused",
         )
 
@@ -174,15 +248,17 @@ class Liquidator:
                 paused=market.paused,
                 emergency_liquidator=self._signer in market.emergency_liquidators,
                 can_liquidate=permission.can_liquidate,
+                batch=permission.batch,
                 detail=permission.why,
             )
 
     def follow(self, adopted: Sequence[tuple[TxRequest, asyncio.Future[TxResult]]]) -> None:
         """Transactions sent before a restart (or un-mined by a reorg) and still pending: a
-        liquidation's outcome is handled like one sent now, and an approval is waited on by
-        `ensure_approvals` instead of being sent again."""
+        liquidation's accounts are in flight and its outcome is handled like one sent now; an
+        approval is waited on by `ensure_approvals` instead of being sent again."""
         for request, future in adopted:
-            if request.key.startswith("liquidate:"):
+            if is_liquidation_key(request.key):
+                self._busy.update(key_accounts(request.key))
                 future.add_done_callback(self._on_result)
             else:
                 self._adopted_approvals[request.key] = future
@@ -190,19 +266,23 @@ class Liquidator:
     # ------------------------------------------------------------------ funding
 
     async def ensure_approvals(self) -> None:
-        """Lets each CreditManager pull the underlying from the signer (once, for good)."""
+        """Lets each CreditManager, and the BatchLiquidator, pull the underlying from the signer
+        (once, for good)."""
         markets = list(self._state.markets.values())
+        wanted = [(f"approve:{m.manager}", m.underlying, m.manager) for m in markets]
+        if self._batch is not None:
+            for token in sorted({m.underlying for m in markets}):
+                wanted.append((f"approve:{self._batch}:{token}", token, self._batch))
         allowances = await multicall(
             self._rpc,
-            [token_call(m.underlying, "allowance", self._signer, m.manager) for m in markets],
+            [token_call(token, "allowance", self._signer, spender) for _, token, spender in wanted],
         )
-        for market, allowance in zip(markets, allowances, strict=True):
-            key = f"approve:{market.manager}"
+        for (key, token, spender), allowance in zip(wanted, allowances, strict=True):
             in_flight = self._adopted_approvals.pop(key, None)
             if allowance.outputs is not None and allowance.outputs[0] >= _APPROVAL_FLOOR:
                 continue
             if in_flight is None:
-                approve = token_call(market.underlying, "approve", market.manager, MAX_UINT256)
+                approve = token_call(token, "approve", spender, MAX_UINT256)
                 gas = await self._estimate_gas(approve)
                 in_flight = self._dispatcher.submit(
                     TxRequest(key, approve.target, approve.data, gas)
@@ -210,10 +290,10 @@ class Liquidator:
             result = await in_flight
             if result.outcome is not TxOutcome.INCLUDED:
                 raise RuntimeError(
-                    f"approving {market.manager} to pull {market.underlying} failed: "
+                    f"approving {spender} to pull {token} failed: "
                     f"{result.outcome.value} {result.detail}"
                 )
-            log.info("keeper.approved", manager=market.manager, token=market.underlying)
+            log.info("keeper.approved", spender=spender, token=token)
 
     async def report_funding(self, base_fee_wei: int) -> None:
         """Logs the signer's gas and underlying balances; warns when gas would not cover a few
@@ -250,71 +330,162 @@ class Liquidator:
         """Queues a liquidation for every candidate that passes every check; `head_received_at`
         (a `time.monotonic()` reading) is when `head` arrived, the start of its latency."""
         now = self._clock()
-        eligible = []
+        eligible: list[tuple[Candidate, bool]] = []
         for candidate in sorted(candidates, key=lambda c: c.health.health_factor_wad):
-            if self._dispatcher.in_flight(_key(candidate.account)):
+            if candidate.account in self._busy:
                 continue
             if self._skip_until.get(candidate.account, 0) > now:
                 continue
-            if not self.permission(candidate.manager).can_liquidate:
+            permission = self.permission(candidate.manager)
+            if not permission.can_liquidate:
                 self._refuse(candidate, "paused_not_emergency_liquidator")
                 continue
-            eligible.append(candidate)
+            eligible.append((candidate, permission.batch))
         if not eligible:
             return
-        underlyings = sorted({self._state.markets[c.manager].underlying for c in eligible})
+        simulations = [asyncio.ensure_future(self._simulate(c)) for c in self._chunks(eligible)]
+        try:
+            underlyings = sorted({self._state.markets[c.manager].underlying for c, _ in eligible})
+            funds = await self._funds(underlyings)
+            for simulated in asyncio.as_completed(simulations):
+                chunk, simulation = await simulated
+                self._send(chunk, simulation, funds, head, head_received_at)
+        finally:
+            for simulation_task in simulations:
+                simulation_task.cancel()
+            await asyncio.gather(*simulations, return_exceptions=True)
+
+    async def _funds(self, underlyings: Sequence[str]) -> _Funds:
+        """The signer's balances less what the transactions in flight may still take."""
         gas_balance, token_balances = await self.balances(underlyings)
-        simulations = await asyncio.gather(*(self.simulate(c.manager, c.account) for c in eligible))
         for attempt in self._in_flight.values():
             token = attempt.underlying
             token_balances[token] = token_balances.get(token, 0) - attempt.amount_paid
             gas_balance -= attempt.max_gas_wei
-        for candidate, simulation in zip(eligible, simulations, strict=True):
-            if simulation.revert is not None or simulation.gas_estimate is None:
-                self._refuse(candidate, "simulation_reverted", revert=str(simulation.revert))
+        return _Funds(gas_balance, token_balances)
+
+    def _chunks(self, eligible: Sequence[tuple[Candidate, bool]]) -> list[_Chunk]:
+        """Batches of up to `batch_size` per market, and one chunk per account liquidated alone."""
+        batched = [candidate for candidate, batch in eligible if batch]
+        chunks = [
+            _Chunk(group[0].manager, True, tuple(group))
+            for group in chunked(batched, self._policy.batch_size, lambda c: c.manager)
+        ]
+        chunks += [_Chunk(c.manager, False, (c,)) for c, batch in eligible if not batch]
+        return chunks
+
+    async def _simulate(self, chunk: _Chunk) -> tuple[_Chunk, _ChunkSimulation]:
+        if chunk.batch:
+            return chunk, await self._simulate_batch(chunk.manager, chunk.candidates)
+        (candidate,) = chunk.candidates
+        simulation = await self.simulate(chunk.manager, candidate.account)
+        if simulation.revert is not None or simulation.gas_estimate is None:
+            return chunk, _ChunkSimulation((), None, {candidate.account: simulation.revert})
+        return chunk, _ChunkSimulation(chunk.candidates, simulation.gas_estimate)
+
+    async def _simulate_batch(
+        self, manager: str, candidates: Sequence[Candidate]
+    ) -> _ChunkSimulation:
+        """One `eth_call` of the batch and one gas estimate, concurrently, both against the
+        pending state: a liquidation of one of its accounts already waiting in the pool makes
+        that account fail there, so it is dropped instead of spending the batch's gas on a
+        skip. Only when accounts are dropped is the rest estimated again."""
+        call = self._batch_call(manager, [c.account for c in candidates])
+        try:
+            (liquidated, reasons), gas = await asyncio.gather(
+                eth_call(self._rpc, call, sender=self._signer, block="pending"),
+                self._estimate_gas(call),
+            )
+            succeeding = tuple(c for c, ok in zip(candidates, liquidated, strict=True) if ok)
+            reverts: dict[str, RevertReason | None] = {
+                c.account: decode_revert(reason)
+                for c, ok, reason in zip(candidates, liquidated, reasons, strict=True)
+                if not ok
+            }
+            if reverts and succeeding:
+                gas = await self._estimate_gas(
+                    self._batch_call(manager, [c.account for c in succeeding])
+                )
+        except CallRevertedError as error:
+            return _ChunkSimulation((), None, {c.account: error.reason for c in candidates})
+        except RpcError as error:
+            reason = decode_revert(error.data or "")
+            return _ChunkSimulation((), None, {c.account: reason for c in candidates})
+        return _ChunkSimulation(succeeding, gas if succeeding else None, reverts)
+
+    def _send(
+        self,
+        chunk: _Chunk,
+        simulation: _ChunkSimulation,
+        funds: _Funds,
+        head: Head,
+        head_received_at: float,
+    ) -> None:
+        """Decides each account of a simulated chunk on its share of the gas, funds what it
+        can in order (the lowest health factor first) and hands the transaction to the
+        dispatcher."""
+        for candidate in chunk.candidates:
+            if candidate.account in simulation.reverts:
+                revert = simulation.reverts[candidate.account]
+                self._refuse(candidate, "simulation_reverted", revert=str(revert))
                 self._record_failure(candidate.account)
+        if simulation.gas_estimate is None or not simulation.succeeding:
+            return
+        market = self._state.markets[chunk.manager]
+        # Accounts dropped below only make the transaction cheaper: the estimate stays a bound.
+        gas = self.gas_plan(simulation.gas_estimate, head.base_fee_per_gas)
+        gas_share = -(-simulation.gas_estimate // len(simulation.succeeding))
+        available = funds.underlying.get(market.underlying, 0)
+        paid = 0
+        chosen: list[tuple[Candidate, _Decided]] = []
+        for candidate in simulation.succeeding:
+            decided = self._decide(candidate, gas_share, head)
+            if decided is None:
                 continue
-            planned = self._plan(candidate, simulation.gas_estimate, head)
-            if planned is None:
-                continue
-            request, amount_paid, max_gas_wei, premium = planned
-            underlying = self._state.markets[candidate.manager].underlying
-            if token_balances[underlying] < amount_paid:
+            if available - paid < decided.amount_paid:
                 self._refuse(
                     candidate,
                     "insufficient_underlying",
-                    needed=amount_paid,
-                    available=token_balances[underlying],
+                    needed=decided.amount_paid,
+                    available=available - paid,
                 )
                 continue
-            if gas_balance < max_gas_wei:
+            paid += decided.amount_paid
+            chosen.append((candidate, decided))
+        if not chosen:
+            return
+        if funds.native_wei < gas.max_wei:
+            for candidate, _ in chosen:
                 self._refuse(
-                    candidate, "insufficient_gas", needed=max_gas_wei, available=gas_balance
+                    candidate, "insufficient_gas", needed=gas.max_wei, available=funds.native_wei
                 )
-                continue
-            token_balances[underlying] -= amount_paid
-            gas_balance -= max_gas_wei
-            decimals = self._state.prices[self._state.markets[candidate.manager].oracle][
-                underlying
-            ].token_decimals
-            self._in_flight[candidate.account] = _Attempt(
-                candidate.manager,
-                underlying,
-                amount_paid,
-                max_gas_wei,
-                head.number,
-                head_received_at,
-                Decimal(premium).scaleb(-decimals),
-            )
-            future = self._dispatcher.submit(request)
-            self._observer.liquidation_attempted(candidate.manager)
-            future.add_done_callback(self._on_result)
+            return
+        funds.underlying[market.underlying] = available - paid
+        funds.native_wei -= gas.max_wei
+        accounts = [candidate.account for candidate, _ in chosen]
+        if chunk.batch:
+            call = self._batch_call(chunk.manager, accounts)
+            request = TxRequest(liquidation_key(accounts), call.target, call.data, gas.gas_limit)
+        else:
+            request = self.liquidation_request(chunk.manager, accounts[0], gas.gas_limit)
+        decimals = self._state.prices[market.oracle][market.underlying].token_decimals
+        self._in_flight[request.key] = _Attempt(
+            chunk.manager,
+            market.underlying,
+            paid,
+            gas.max_wei,
+            head.number,
+            head_received_at,
+            {c.account: Decimal(d.premium).scaleb(-decimals) for c, d in chosen},
+        )
+        self._busy.update(accounts)
+        future = self._dispatcher.submit(request)
+        self._observer.liquidation_attempted(chunk.manager, len(accounts))
+        future.add_done_callback(self._on_result)
 
-    def _plan(
-        self, candidate: Candidate, gas_estimate: int, head: Head
-    ) -> tuple[TxRequest, int, int, int] | None:
-        """The transaction, the underlying it pays, its maximum gas cost in wei and its premium;
-        or None (logged) when it is not worth sending."""
+    def _decide(self, candidate: Candidate, gas_estimate: int, head: Head) -> _Decided | None:
+        """What liquidating `candidate` pays and earns, when it is worth its `gas_estimate` (its
+        share of its transaction's); or None, logged."""
         market = self._state.markets[candidate.manager]
         prices = self._state.prices[market.oracle]
         health = candidate.health
@@ -372,8 +543,7 @@ class Liquidator:
             block=head.number,
         )
         self._last_refusal.pop(candidate.account, None)
-        request = self.liquidation_request(candidate.manager, candidate.account, gas.gas_limit)
-        return request, payout.amount_paid, gas.max_wei, premium
+        return _Decided(payout.amount_paid, premium)
 
     def gas_plan(self, gas_estimate: int, base_fee_wei: int) -> GasPlan:
         """The gas limit (estimate plus the policy's margin), the first fees offered at
@@ -389,13 +559,13 @@ class Liquidator:
         return GasPlan(gas_limit, fees, expected_wei, gas_limit * fees.max_fee_per_gas)
 
     def liquidation_request(self, manager: str, account: str, gas_limit: int) -> TxRequest:
-        """The transaction liquidating `account` to the signer, keyed so the dispatcher never
-        has two in flight for one account."""
+        """The transaction liquidating `account` alone, to the signer, keyed so the dispatcher
+        never has two in flight for one account."""
         liquidate = manager_call(manager, "liquidateCreditAccount", account, self._signer)
-        return TxRequest(_key(account), liquidate.target, liquidate.data, gas_limit)
+        return TxRequest(liquidation_key([account]), liquidate.target, liquidate.data, gas_limit)
 
     async def simulate(self, manager: str, account: str) -> Simulation:
-        """`eth_call` of the liquidation against the latest block, and its gas estimate.
+        """`eth_call` of the single liquidation against the latest block, and its gas estimate.
 
         The estimate runs against the node's pending state on purpose: a liquidation of this
         account already waiting in the pool (sent by a competitor, or by this signer before a
@@ -412,15 +582,28 @@ class Liquidator:
         return Simulation(gas, None)
 
     async def still_wanted(self, request: TxRequest) -> bool:
-        """Asked by the dispatcher before replacing a stuck transaction: does it still succeed?"""
-        if not request.key.startswith("liquidate:"):
+        """Asked by the dispatcher before replacing a stuck transaction: does it still succeed?
+        A batch does while one of its accounts would still be liquidated."""
+        if not is_liquidation_key(request.key):
             return True
         try:
+            if self._batch is not None and request.to == self._batch:
+                data = await eth_call_data(self._rpc, request.to, request.data, sender=self._signer)
+                liquidated, reasons = function_abi("BatchLiquidator", "liquidateBatch").decode(data)
+                if any(liquidated):
+                    return True
+                revert = next((decode_revert(r) for r in reasons), None)
+                log.info("liquidation.no_longer_needed", key=request.key, revert=str(revert))
+                return False
             await eth_call_data(self._rpc, request.to, request.data, sender=self._signer)
         except CallRevertedError as error:
             log.info("liquidation.no_longer_needed", key=request.key, revert=str(error.reason))
             return False
         return True
+
+    def _batch_call(self, manager: str, accounts: Sequence[str]) -> Call:
+        assert self._batch is not None
+        return batch_liquidator_call(self._batch, "liquidateBatch", manager, list(accounts))
 
     async def _estimate_gas(self, call: Call) -> int:
         estimate = await self._rpc.request(
@@ -432,28 +615,57 @@ class Liquidator:
     # ------------------------------------------------------------------ outcomes
 
     def _on_result(self, future: asyncio.Future[TxResult]) -> None:
+        """Attributes a liquidation transaction's end to each of its accounts: those its
+        receipt shows liquidated, and (as failures) those a batch skipped or that it never
+        reached."""
         result = future.result()
-        account = result.request.key.removeprefix("liquidate:")
+        accounts = key_accounts(result.request.key)
+        attempt = self._in_flight.pop(result.request.key, None)
+        self._busy.difference_update(accounts)
         receipt = result.receipt or {}
         block = int(receipt["blockNumber"], 16) if "blockNumber" in receipt else None
-        fields = {
-            "account": account,
+        fields: dict[str, object] = {
+            "key": result.request.key,
+            "accounts": len(accounts),
+            "manager": None if attempt is None else attempt.manager,
             "outcome": result.outcome.value,
             "tx_hash": result.tx_hash,
             "replacements": result.replacements,
             "block": block,
             "gas_used": int(receipt["gasUsed"], 16) if "gasUsed" in receipt else None,
+            "trigger_block": None if attempt is None else attempt.trigger_block,
+            "sent_after_head_ms": _sent_after_head_ms(result, attempt),
         }
+        liquidated: tuple[str, ...] = ()
         if result.outcome is TxOutcome.INCLUDED:
-            self._failures.pop(account, None)
-            log.info("liquidation.included", **fields)
+            outcome = liquidation_outcome(
+                accounts, receipt.get("logs") or [], self.liquidating_addresses
+            )
+            liquidated = outcome.liquidated
+            log.info(
+                "liquidation.included",
+                liquidated=list(outcome.liquidated),
+                skipped=list(outcome.failed),
+                **fields,
+            )
+            for account in outcome.liquidated:
+                self._failures.pop(account, None)
+            for account in outcome.failed:
+                reason = outcome.skipped.get(account)
+                log.warning(
+                    "liquidation.skipped",
+                    account=account,
+                    tx_hash=result.tx_hash,
+                    revert=None if reason is None else str(reason),
+                )
+                self._record_failure(account)
         elif result.outcome is TxOutcome.CANCELLED:
             log.info("liquidation.cancelled", **fields)
         else:
             error = None if result.error is None else result.error.value
             log.error("liquidation.failed", error=error, detail=result.detail, **fields)
-            self._record_failure(account)
-        attempt = self._in_flight.pop(account, None)
+            for account in accounts:
+                self._record_failure(account)
         if attempt is not None:
             self._observer.liquidation_finished(
                 LiquidationReport(
@@ -463,7 +675,9 @@ class Liquidator:
                     trigger_block=attempt.trigger_block,
                     head_received_at=attempt.head_received_at,
                     inclusion_block=block,
-                    premium=attempt.premium,
+                    accounts=len(accounts),
+                    liquidated=len(liquidated),
+                    premium=sum((attempt.premiums[a] for a in liquidated), Decimal(0)),
                 )
             )
 
@@ -496,8 +710,11 @@ class Liquidator:
         )
 
 
-def _key(account: str) -> str:
-    return f"liquidate:{account}"
+def _sent_after_head_ms(result: TxResult, attempt: _Attempt | None) -> float | None:
+    """Head received -> the node accepted the transaction, in milliseconds (both monotonic)."""
+    if attempt is None or result.sent_at is None:
+        return None
+    return round((result.sent_at - attempt.head_received_at) * 1000, 3)
 
 
 def _usd_in_units(usd: Decimal, answer: int, feed_decimals: int, token_decimals: int) -> int:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class LiquidationReport:
-    """A liquidation transaction's end, with the blocks and times its latencies come from.
+    """A liquidation transaction's end, with the blocks and times its latencies come from, and
+    how many of the accounts it covered it liquidated (a batch skips those that revert).
 
     `head_received_at` is a `time.monotonic()` reading, like the result's `sent_at` and
     `finished_at`."""
@@ -27,7 +28,9 @@ class LiquidationReport:
     trigger_block: int
     head_received_at: float
     inclusion_block: int | None
-    premium: Decimal  # whole underlying tokens, as planned at the trigger block's prices
+    accounts: int  # covered by the transaction
+    liquidated: int  # of them, liquidated by it
+    premium: Decimal  # of those liquidated, whole underlying tokens, planned at trigger prices
 
 
 class ExecutionObserver(Protocol):
@@ -37,8 +40,8 @@ class ExecutionObserver(Protocol):
     def transaction_replaced(self, request: TxRequest, *, cancel: bool) -> None:
         """A fee-bumped replacement (or a cancel) the node accepted."""
 
-    def liquidation_attempted(self, manager: str) -> None:
-        """A liquidation handed to the dispatcher."""
+    def liquidation_attempted(self, manager: str, accounts: int) -> None:
+        """A liquidation transaction of `accounts` accounts handed to the dispatcher."""
 
     def liquidation_dropped(self, manager: str, reason: str) -> None:
         """An account below Hf 1 left alone, once per account and reason."""
@@ -56,7 +59,7 @@ class NullExecutionObserver:
     def transaction_replaced(self, request: TxRequest, *, cancel: bool) -> None:
         pass
 
-    def liquidation_attempted(self, manager: str) -> None:
+    def liquidation_attempted(self, manager: str, accounts: int) -> None:
         pass
 
     def liquidation_dropped(self, manager: str, reason: str) -> None:

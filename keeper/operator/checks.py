@@ -28,6 +28,7 @@ from keeper.risk.health import PriceUnavailableError, checked_price
 from keeper.startup import (
     LoadedState,
     StartupError,
+    batch_liquidator_problem,
     configured_addresses,
     load_signer,
     scratch_database,
@@ -83,6 +84,7 @@ async def _check(config: KeeperConfig, report: Report) -> None:
         signer = _signer(config, report)
         if signer is not None:
             await _gas_balance(rpc, config, signer, report)
+        await _batch_liquidator(rpc, config, signer, report)
         if not (chain_ok and managers_ok and MULTICALL3_ADDRESS in with_code):
             report.skip(
                 "back-fill, funds, permissions and feeds", "not checked: fix the failures above"
@@ -220,6 +222,28 @@ async def _gas_balance(
         "signer gas balance",
         f"{shown} (native coin) {'>=' if balance >= minimum else '<'} "
         f"ops.min_native_balance {least}",
+    )
+
+
+async def _batch_liquidator(
+    rpc: RpcClient, config: KeeperConfig, signer: Signer | None, report: Report
+) -> None:
+    """The BatchLiquidator, when configured, must belong to the signer: only its owner may
+    liquidate through it."""
+    batch = config.liquidation.batch_liquidator
+    if batch is None:
+        return
+    subject = f"liquidation.batch_liquidator {batch}"
+    if signer is None:
+        report.skip(subject, "owner not checked: no signer")
+        return
+    problem = await batch_liquidator_problem(rpc, batch, signer.address)
+    report.check(
+        problem is None,
+        subject,
+        f"owned by the signer: batches of up to {config.liquidation.batch_size} accounts"
+        if problem is None
+        else f"{problem}; deploy one owned by the signer, or remove batch_liquidator",
     )
 
 

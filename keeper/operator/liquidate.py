@@ -195,7 +195,7 @@ async def _assess(
     )
     return Assessment(
         valuation,
-        liquidator.permission(manager),
+        liquidator.permission(manager, through_batch=False),
         simulation,
         gas,
         native_wei,

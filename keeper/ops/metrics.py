@@ -43,6 +43,9 @@ _DROPPED_OUTCOMES = {
     TxOutcome.NOT_SENT: "not_sent",
     TxOutcome.NONCE_TAKEN: "nonce_taken",
 }
+# An account of an included batch that the batch did not liquidate (its liquidation reverted
+# inside it: a competitor was first, or it recovered).
+_SKIPPED = "skipped"
 _PURPOSES = ("liquidation", "approval")
 
 
@@ -76,19 +79,19 @@ class KeeperMetrics:
         )
         self.liquidations_attempted = Counter(
             "keeper_liquidations_attempted",
-            "Liquidation transactions handed to the dispatcher.",
+            "Accounts handed to the dispatcher for liquidation (a batch counts each account).",
             ["manager"],
             registry=registry,
         )
         self.liquidations_succeeded = Counter(
             "keeper_liquidations_succeeded",
-            "Liquidations mined with status 1.",
+            "Accounts liquidated by the keeper's mined transactions.",
             ["manager"],
             registry=registry,
         )
         self.liquidations_reverted = Counter(
             "keeper_liquidations_reverted",
-            "Liquidations mined with status 0 (gas spent, nothing gained).",
+            "Accounts whose liquidation transaction was mined with status 0 (gas spent).",
             ["manager"],
             registry=registry,
         )
@@ -238,8 +241,8 @@ class KeeperMetrics:
     def transaction_replaced(self, request: TxRequest, *, cancel: bool) -> None:
         self.replacements.labels(_purpose(request)).inc()
 
-    def liquidation_attempted(self, manager: str) -> None:
-        self.liquidations_attempted.labels(manager).inc()
+    def liquidation_attempted(self, manager: str, accounts: int) -> None:
+        self.liquidations_attempted.labels(manager).inc(accounts)
 
     def liquidation_dropped(self, manager: str, reason: str) -> None:
         self.liquidations_dropped.labels(manager, reason).inc()
@@ -249,14 +252,17 @@ class KeeperMetrics:
         if result.sent_at is not None:
             self.send_latency.observe(max(result.sent_at - report.head_received_at, 0.0))
         if result.outcome is TxOutcome.INCLUDED:
-            self.liquidations_succeeded.labels(report.manager).inc()
+            self.liquidations_succeeded.labels(report.manager).inc(report.liquidated)
             self.premium_earned.labels(report.manager, report.underlying).inc(float(report.premium))
+            skipped = report.accounts - report.liquidated
+            if skipped:
+                self.liquidations_dropped.labels(report.manager, _SKIPPED).inc(skipped)
         elif result.outcome is TxOutcome.REVERTED:
-            self.liquidations_reverted.labels(report.manager).inc()
+            self.liquidations_reverted.labels(report.manager).inc(report.accounts)
         else:
-            self.liquidations_dropped.labels(
-                report.manager, _DROPPED_OUTCOMES[result.outcome]
-            ).inc()
+            self.liquidations_dropped.labels(report.manager, _DROPPED_OUTCOMES[result.outcome]).inc(
+                report.accounts
+            )
         if (
             result.outcome in (TxOutcome.INCLUDED, TxOutcome.REVERTED)
             and result.sent_at is not None

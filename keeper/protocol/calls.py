@@ -164,3 +164,7 @@ def feed_call(feed: str, name: str, *args: Any) -> Call:
 
 def multicall_call(name: str, *args: Any) -> Call:
     return Call(MULTICALL3_ADDRESS, function_abi("Multicall3", name), args)
+
+
+def batch_liquidator_call(batch_liquidator: str, name: str, *args: Any) -> Call:
+    return Call(batch_liquidator, function_abi("BatchLiquidator", name), args)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keeper.risk.health import WAD, cumulative_index_at, debt_at, health_factor_wad
+from keeper.risk.health import WAD, cumulative_index_at, health_factor_wad
 from keeper.risk.monitor import RiskMonitor
+from keeper.risk.terms import total_debt_at
 from keeper.state.store import ProtocolState
 
 # (label, lower bound inclusive in WAD); an account falls in the last range whose bound it reaches.
@@ -45,12 +46,10 @@ def market_health(
         if market.interest_rate is not None:
             index = cumulative_index_at(market.interest_rate, timestamp)
             fee_bps = market.fees.fee_interest_bps
-            for risk in book.nearest():
-                if not risk.valued:
-                    counts[UNPRICED] += 1
-                    continue
-                total_debt = debt_at(market.accounts[risk.account], index, fee_bps).total
-                health = health_factor_wad(risk.weighted_value, total_debt)
+            counts[UNPRICED] = len(book.unpriced())
+            for address, weighted in book.weighted_values().items():
+                total_debt = total_debt_at(market.accounts[address], index, fee_bps)
+                health = health_factor_wad(weighted, total_debt)
                 counts[_range_of(health)] += 1
                 if total_debt and (lowest is None or health < lowest):
                     lowest = health

@@ -141,7 +141,9 @@ class ProtocolState:
         self.prices: dict[str, dict[str, TokenPrice]] = {o: {} for o in self._managers_of_oracle}
         self.feed_configs: dict[PriceKey, FeedConfig] = {}
         self._price_keys_of_feed: dict[str, set[PriceKey]] = {}
-        self._holders: dict[PriceKey, set[AccountKey]] = {}
+        # manager -> token -> account -> its non-zero balance: the holders of each token, with
+        # the balances a price change revalues, in one place (the risk stage reads them in bulk).
+        self._holdings: dict[str, dict[str, dict[str, int]]] = {m: {} for m in self.markets}
         # Undo: every change by an event in a block above `_undo_floor` is recorded in `_undo`.
         self._undo: dict[int, _BlockUndo] = {}
         self._undo_floor: int | None = None
@@ -169,10 +171,7 @@ class ProtocolState:
             state.prices.setdefault(oracle, {}).update(by_token)
         for market in state.markets.values():
             for address, account in market.accounts.items():
-                for token, balance in account.balances.items():
-                    if balance:
-                        holders = state._holders.setdefault((market.oracle, token), set())
-                        holders.add((market.manager, address))
+                state._hold(market.manager, address, account.balances)
         state._last_block = state._last_unrecorded_block = block_number
         return state
 
@@ -193,7 +192,16 @@ class ProtocolState:
 
     def holders(self, key: PriceKey) -> set[AccountKey]:
         """Accounts holding a non-zero balance of the token priced by `key`."""
-        return self._holders.get(key, set())
+        oracle, token = key
+        return {
+            (manager, address)
+            for manager in self._managers_of_oracle.get(oracle, ())
+            for address in self._holdings[manager].get(token, {})
+        }
+
+    def holdings(self, manager: str) -> Mapping[str, Mapping[str, int]]:
+        """Token -> account -> non-zero balance, for the accounts of `manager`'s market (live)."""
+        return self._holdings[manager]
 
     def feeds(self) -> dict[str, set[PriceKey]]:
         return self._price_keys_of_feed
@@ -348,16 +356,13 @@ class ProtocolState:
         if current == previous:
             return
         if current is not None:
-            for token in current.balances:
-                self._holders.get((market.oracle, token), set()).discard(key)
+            self._release(manager, address, current.balances)
         if previous is None:
             del market.accounts[address]
             changes.removed.add(key)
             return
         market.accounts[address] = previous
-        for token, balance in previous.balances.items():
-            if balance:
-                self._holders.setdefault((market.oracle, token), set()).add(key)
+        self._hold(manager, address, previous.balances)
         changes.accounts.add(key)
 
     def _restore_market(
@@ -458,11 +463,11 @@ class ProtocolState:
         balances = dict(account.balances)
         balances[event.token] = event.balance
         market.accounts[event.credit_account] = replace(account, balances=balances)
-        holders = self._holders.setdefault((market.oracle, event.token), set())
+        holders = self._holdings[market.manager].setdefault(event.token, {})
         if event.balance:
-            holders.add(key)
+            holders[event.credit_account] = event.balance
         else:
-            holders.discard(key)
+            holders.pop(event.credit_account, None)
         changes.accounts.add(key)
 
     def _on_debt(self, event: DebtUpdated, changes: StateChanges) -> None:
@@ -520,10 +525,21 @@ class ProtocolState:
     def _drop_account(self, market: MarketState, address: str) -> None:
         self._before_account((market.manager, address))
         account = market.accounts.pop(address, None)
-        if account is None:
-            return
-        for token in account.balances:
-            self._holders.get((market.oracle, token), set()).discard((market.manager, address))
+        if account is not None:
+            self._release(market.manager, address, account.balances)
+
+    def _hold(self, manager: str, address: str, balances: Mapping[str, int]) -> None:
+        holdings = self._holdings[manager]
+        for token, balance in balances.items():
+            if balance:
+                holdings.setdefault(token, {})[address] = balance
+
+    def _release(self, manager: str, address: str, balances: Mapping[str, int]) -> None:
+        holdings = self._holdings[manager]
+        for token in balances:
+            holders = holdings.get(token)
+            if holders is not None:
+                holders.pop(address, None)
 
     def _set_feed(self, oracle: str, event: PriceFeedSet) -> None:
         key = (oracle, event.token)

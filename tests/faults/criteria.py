@@ -3,8 +3,9 @@ calls at past blocks), never from what the keeper says about itself:
 
 (a) every account the contracts called liquidatable in `LIQUIDATABLE_BLOCKS` consecutive blocks
     was liquidated by the end (by anyone);
-(b) no account was liquidated by two mined transactions of the keeper, and every liquidation
-    credited to the keeper was sent from its address and paid to it;
+(b) no mined transaction of the keeper liquidated (alone, or in a batch of its BatchLiquidator)
+    an account the keeper had already liquidated, and every liquidation credited to the keeper
+    (its address or its BatchLiquidator as liquidator) was sent from its address and paid to it;
 (c) no transaction mined from the keeper's address reverted;
 (d) the keeper's state equals the contracts' views at the block it had processed.
 
@@ -26,13 +27,14 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 
 from keeper.devnet.network import Devnet
-from keeper.protocol.calls import MULTICALL3_ADDRESS, function_abi
+from keeper.protocol.calls import MULTICALL3_ADDRESS, FunctionAbi, function_abi
 from keeper.state.store import MarketState, ProtocolState
 from tests.keeper.helpers import (
     InProcessKeeper,
     Liquidation,
     MinedTx,
     assert_account_matches_views,
+    batch_liquidator,
     liquidations,
     managers,
     mined_transactions,
@@ -48,6 +50,7 @@ LIQUIDATABLE_BLOCKS = 3
 _AGGREGATE3 = function_abi("Multicall3", "aggregate3")
 _IS_LIQUIDATABLE = function_abi("CreditManager", "isLiquidatable")
 _LIQUIDATE = function_abi("CreditManager", "liquidateCreditAccount")
+_LIQUIDATE_BATCH = function_abi("BatchLiquidator", "liquidateBatch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,55 +172,91 @@ def _aggregate3(
 def assert_liquidated_once_by_the_keeper(
     net: Devnet, keeper: str, txs: list[MinedTx], found: list[Liquidation]
 ) -> dict[str, MinedTx]:
-    """(b): at most one mined keeper transaction calls `liquidateCreditAccount` per account, each
-    pays the keeper, and every liquidation credited to the keeper came from one of them.
-    Returns them by account."""
+    """(b): no mined keeper transaction liquidates an account (`liquidateCreditAccount`, or
+    `liquidateBatch` of its BatchLiquidator) that an earlier keeper transaction had already
+    liquidated; each pays the keeper; and every liquidation credited to the keeper (its address,
+    or its BatchLiquidator, as `liquidator`) came from one of them and paid it. Returns, by
+    account, the keeper's transaction that liquidated it."""
     manager_addresses = {str(manager.address) for manager in managers(net).values()}
-    by_account: dict[str, list[MinedTx]] = defaultdict(list)
+    batch = batch_liquidator(net)
+    batch_owner = _owner(net)
+    own = {keeper, batch}
+    credited = [liquidation for liquidation in found if liquidation.liquidator in own]
+    # account -> hash of the transaction that liquidated it for the keeper
+    credited_to = {liquidation.account: liquidation.tx_hash for liquidation in credited}
+    liquidated_by: dict[str, MinedTx] = {}
+    again: list[str] = []
     for tx in txs:
-        call = _liquidation_call(tx, manager_addresses)
+        call = _liquidation_call(tx, manager_addresses, batch, batch_owner)
         if call is None:
             continue
-        account, payee = call
+        accounts, payee = call
         assert payee == keeper, (
-            f"keeper tx {tx.tx_hash} (block {tx.block}) liquidates {account} paying {payee}"
+            f"keeper tx {tx.tx_hash} (block {tx.block}) liquidates {', '.join(accounts)} "
+            f"paying {payee}"
         )
-        by_account[account].append(tx)
-    twice = {account: sent for account, sent in by_account.items() if len(sent) > 1}
-    assert not twice, "accounts liquidated by more than one keeper transaction:\n" + "\n".join(
-        f"{account}: " + ", ".join(f"{tx.tx_hash} (block {tx.block})" for tx in sent)
-        for account, sent in twice.items()
+        for account in accounts:
+            earlier = liquidated_by.get(account)
+            if earlier is not None:
+                again.append(
+                    f"{account}: {earlier.tx_hash} (block {earlier.block}) liquidated it, then "
+                    f"{tx.tx_hash} (block {tx.block}) tried again"
+                )
+            elif credited_to.get(account) == tx.tx_hash:
+                liquidated_by[account] = tx
+    assert not again, (
+        "accounts the keeper liquidated and then tried again in another transaction:\n"
+        + "\n".join(again)
     )
     keeper_hashes = {tx.tx_hash for tx in txs}
-    for liquidation in found:
-        if liquidation.liquidator == keeper:
-            assert liquidation.tx_hash in keeper_hashes, (
-                f"{liquidation.account} liquidated for the keeper in block {liquidation.block} "
-                f"by {liquidation.tx_hash}, which the keeper's address did not send"
-            )
-    return {account: sent[0] for account, sent in by_account.items()}
+    for liquidation in credited:
+        assert liquidation.tx_hash in keeper_hashes, (
+            f"{liquidation.account} liquidated for the keeper in block {liquidation.block} "
+            f"by {liquidation.tx_hash}, which the keeper's address did not send"
+        )
+        assert liquidation.to == keeper, (
+            f"{liquidation.account} liquidated for the keeper by {liquidation.tx_hash} paid "
+            f"{liquidation.to}"
+        )
+    return liquidated_by
 
 
 def assert_nothing_reverted(net: Devnet, txs: list[MinedTx]) -> None:
     """(c): every transaction mined from the keeper's address has status 1."""
     manager_addresses = {str(manager.address) for manager in managers(net).values()}
+    batch, batch_owner = batch_liquidator(net), _owner(net)
     reverted = []
     for tx in txs:
         if tx.status == 1:
             continue
-        call = _liquidation_call(tx, manager_addresses)
-        what = f"liquidation of {call[0]}" if call else f"call to {tx.to}"
+        call = _liquidation_call(tx, manager_addresses, batch, batch_owner)
+        what = f"liquidation of {', '.join(call[0])}" if call else f"call to {tx.to}"
         reverted.append(f"{tx.tx_hash} (block {tx.block}, nonce {tx.nonce}): {what}")
     assert not reverted, "keeper transactions reverted on chain:\n" + "\n".join(reverted)
 
 
-def _liquidation_call(tx: MinedTx, manager_addresses: set[str]) -> tuple[str, str] | None:
-    """(account, payee) when `tx` calls a CreditManager's `liquidateCreditAccount`."""
-    selector = "0x" + _LIQUIDATE.selector.hex()
-    if tx.to not in manager_addresses or not tx.input.startswith(selector):
-        return None
-    account, payee = decode(list(_LIQUIDATE.input_types), bytes.fromhex(tx.input[10:]))
-    return Web3.to_checksum_address(account), Web3.to_checksum_address(payee)
+def _liquidation_call(
+    tx: MinedTx, manager_addresses: set[str], batch: str, batch_owner: str
+) -> tuple[list[str], str] | None:
+    """(accounts, payee) when `tx` calls a CreditManager's `liquidateCreditAccount`, or the
+    keeper's BatchLiquidator's `liquidateBatch` (which pays its owner, the keeper)."""
+    if tx.to in manager_addresses and tx.input.startswith(_selector(_LIQUIDATE)):
+        account, payee = decode(list(_LIQUIDATE.input_types), bytes.fromhex(tx.input[10:]))
+        return [Web3.to_checksum_address(account)], Web3.to_checksum_address(payee)
+    if tx.to == batch and tx.input.startswith(_selector(_LIQUIDATE_BATCH)):
+        _, accounts = decode(list(_LIQUIDATE_BATCH.input_types), bytes.fromhex(tx.input[10:]))
+        return [Web3.to_checksum_address(a) for a in accounts], batch_owner
+    return None
+
+
+def _owner(net: Devnet) -> str:
+    """Whom the BatchLiquidator pays: its owner."""
+    owner: str = net.deployment.contract(net.w3, "BatchLiquidator").functions.owner().call()
+    return owner
+
+
+def _selector(function: FunctionAbi) -> str:
+    return "0x" + function.selector.hex()
 
 
 # ---------------------------------------------------------------------------- (d)

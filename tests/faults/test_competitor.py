@@ -1,8 +1,9 @@
 """Scenario 9: another liquidator gets there first. The keeper must not pay for a transaction
 that reverts because the account is already gone: neither when the competitor's liquidation lands
 in the same block as the crash, nor when it lands while the keeper's own transaction is not yet
-mined (its nonce then goes to a cancellation). Everything else it liquidates, and the run ends
-with the fault suite's verdict.
+mined (its nonce then goes to a cancellation), nor when it lands just before the keeper's batch
+in one block (the batch skips that account and liquidates the rest). Everything else it
+liquidates, and the run ends with the fault suite's verdict.
 
 Mining is driven by hand (`evm_mine`) so each race is decided exactly, not by timing.
 """
@@ -18,6 +19,7 @@ from keeper.devnet.controls import latest_answer
 from keeper.devnet.network import Devnet
 from keeper.devnet.report import read_accounts
 from keeper.devnet.tx import send
+from keeper.execution.batch import key_accounts
 from tests.faults.criteria import assert_fault_criteria, settle
 from tests.faults.waits import until_processed
 from tests.keeper.helpers import (
@@ -26,6 +28,7 @@ from tests.keeper.helpers import (
     InProcessKeeper,
     assert_nonces_clean,
     check_keeper_transactions,
+    crash_in_own_block,
     keeper_in_process,
     liquidatable_at,
     manager_of,
@@ -35,6 +38,7 @@ from tests.keeper.helpers import (
     on_chain,
     rpc,
     stop_mining,
+    wait_for_account_log_async,
     wait_for_log_async,
     wait_until_async,
 )
@@ -169,7 +173,7 @@ async def _while_the_keepers_transaction_waits(
     ]
     assert spent.status == 1, f"the keeper's transaction at y's nonce reverted: {spent}"
     assert spent.to == keeper_address, f"the keeper's nonce for y went to {spent.to}"
-    await wait_for_log_async(running, "liquidation.cancelled", account=y, tx_hash=spent.tx_hash)
+    await wait_for_account_log_async(running, "liquidation.cancelled", y, tx_hash=spent.tx_hash)
     await until_processed(running, spent.block)
     assert not _keeper_holds(running, y_market, net, y)
     return y, sunk, spent.block
@@ -194,8 +198,9 @@ async def test_a_competitor_first_costs_the_keeper_no_reverted_transaction(
     ).address
     start_block = w3.eth.block_number
 
+    # One transaction per account: each race is about one account's own transaction.
     async with keeper_in_process(
-        net, net.roles.keeper, tmp_path, inclusion_timeout_s=2.0
+        net, net.roles.keeper, tmp_path, inclusion_timeout_s=2.0, batch_liquidator=False
     ) as running:
         await wait_for_log_async(running, "keeper.following")
         await on_chain(stop_mining, w3)
@@ -214,4 +219,58 @@ async def test_a_competitor_first_costs_the_keeper_no_reverted_transaction(
     assert y not in activity.liquidations
     assert activity.liquidations.keys() == (others.keys() | sunk.keys()) - {y}
     assert [cancel.block for cancel in activity.cancels] == [cancel_block]
+    await on_chain(assert_nonces_clean, w3, keeper_address, txs)
+
+
+async def test_a_competitor_first_inside_a_batch_is_skipped_and_the_rest_liquidated(
+    harness: Harness, tmp_path: Path
+) -> None:
+    net = harness.devnet(accounts=20, seed=1)
+    w3, keeper_address = net.w3, net.roles.keeper.address
+    competitor = net.roles.competitor.address
+    for market in net.deployment.markets:
+        token = net.deployment.contract(w3, market)
+        send(w3, token.functions.approve(manager_of(net, market).address, MAX_UINT256), competitor)
+    start_block = w3.eth.block_number
+
+    async with keeper_in_process(net, net.roles.keeper, tmp_path) as running:
+        await wait_for_log_async(running, "keeper.following")
+        await on_chain(stop_mining, w3)
+        crash_block = await on_chain(crash_in_own_block, net, "WETH", -3_000)
+        sunk = await on_chain(liquidatable_at, net, crash_block)
+        assert len(sunk) >= 2, f"the crash should sink at least 2 accounts, sank {sunk}"
+        assert set(sunk.values()) == {"USDC"}, sunk
+        y = min(sunk)
+        batch = await wait_for_account_log_async(running, "dispatcher.sent", y)
+        assert set(key_accounts(batch["key"])) == sunk.keys(), "one batch for the market"
+        # The competitor pays a higher max fee: anvil puts it first in the block.
+        rival_tx = await on_chain(
+            _send_competitor_liquidation, net, "USDC", y, max_fee=50 * GWEI, tip=2 * GWEI
+        )
+        block = await on_chain(mine, w3)
+        rival = await on_chain(_receipt, net, rival_tx)
+        ours = await on_chain(_receipt, net, batch["tx_hash"])
+        assert rival["block"] == ours["block"] == block
+        assert rival["index"] < ours["index"]
+        assert rival["status"] == ours["status"] == 1, "a skip is no revert"
+        included = await wait_for_log_async(
+            running, "liquidation.included", tx_hash=batch["tx_hash"]
+        )
+        assert included["skipped"] == [y]
+        assert sorted(included["liquidated"]) == sorted(sunk.keys() - {y})
+        skipped = await wait_for_log_async(running, "liquidation.skipped", account=y)
+        assert skipped["revert"].startswith("UnknownCreditAccount")
+        await on_chain(mine_every, w3, 1)
+        snapshot = await settle(running, net, keeper_address)
+
+    verdict = await on_chain(
+        assert_fault_criteria, net, keeper_address, start_block=start_block, snapshot=snapshot
+    )
+    by_account = {found.account: found.liquidator for found in verdict.liquidations}
+    assert by_account[y] == competitor
+    assert verdict.keeper_liquidations.keys() == sunk.keys() - {y}
+    txs = await on_chain(mined_transactions, w3, keeper_address)
+    activity = await on_chain(check_keeper_transactions, net, keeper_address, txs)
+    assert activity.skipped.keys() == {y}
+    assert not activity.cancels
     await on_chain(assert_nonces_clean, w3, keeper_address, txs)

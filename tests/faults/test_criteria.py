@@ -102,6 +102,30 @@ def test_a_b_c_name_what_went_wrong(harness: Harness) -> None:
     assert f"liquidation of {twice}" in str(reverted.value)
 
 
+def test_b_names_a_batch_that_tries_an_account_the_keeper_had_liquidated(
+    harness: Harness,
+) -> None:
+    net = harness.devnet(accounts=20, seed=1)
+    keeper = net.roles.keeper.address
+    start = net.w3.eth.block_number
+    crash_block = crash(net, "WETH", -3_000)
+    (account, market), *_ = sorted(liquidatable_at(net, crash_block).items())
+    _approve_all(net, keeper)
+    batch = net.deployment.contract(net.w3, "BatchLiquidator")
+    token = net.deployment.contract(net.w3, market)
+    send(net.w3, token.functions.approve(batch.address, MAX_UINT256), keeper)
+    first = _liquidate(net, market, account, keeper, keeper)
+    manager = manager_of(net, market).address
+    retried = send(net.w3, batch.functions.liquidateBatch(manager, [account]), keeper)
+    assert retried["status"] == 1, "a batch skips an account already gone, it does not revert"
+
+    txs = mined_transactions(net.w3, keeper, start)
+    with pytest.raises(AssertionError) as duplicated:
+        assert_liquidated_once_by_the_keeper(net, keeper, txs, liquidations(net, start))
+    assert f"{account}: {first}" in str(duplicated.value)
+    assert retried["transactionHash"].to_0x_hex() in str(duplicated.value)
+
+
 @pytest.mark.asyncio
 async def test_d_names_the_field_that_differs(harness: Harness, tmp_path: Path) -> None:
     net = harness.devnet(accounts=3, seed=2, block_time=1)

@@ -31,6 +31,7 @@ from tests.keeper.helpers import (
     pending_of,
     rpc,
     stop_mining,
+    wait_for_account_log_async,
     wait_for_log_async,
     wait_until_async,
 )
@@ -85,7 +86,12 @@ async def _spike(
         crash_block = await on_chain(mine, w3)
         below = await on_chain(liquidatable_at, net, crash_block)
         assert len(below) >= 2, f"the crash should sink at least 2 accounts, sank {below}"
-        first = await _pooled(running, net, len(below))
+        # One transaction per key: each account's, or a market's batch.
+        keys = {
+            (await wait_for_account_log_async(running, "dispatcher.sent", account))["key"]
+            for account in below
+        }
+        first = await _pooled(running, net, len(keys))
         assert max(first.values()) < spike_gwei * GWEI, "the spike must price them out"
 
         await on_chain(rpc, w3, "anvil_setNextBlockBaseFeePerGas", hex(spike_gwei * GWEI))

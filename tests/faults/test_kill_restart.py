@@ -29,6 +29,7 @@ from tests.keeper.helpers import (
     mined_transactions,
     pending_of,
     stop_mining,
+    wait_for_account_log,
     wait_for_log,
     wait_until,
 )
@@ -58,22 +59,21 @@ def test_killed_between_send_and_receipt_the_keeper_neither_resends_nor_forgets(
     crash_block = crash_in_own_block(net, "WETH", -3000)
     sunk = liquidatable_at(net, crash_block)
     assert len(sunk) >= 2, f"the crash should sink at least 2 accounts, sank {sunk}"
-    for account in sunk:
-        wait_for_log(first, "dispatcher.sent", key=f"liquidate:{account}")
+    keys = {wait_for_account_log(first, "dispatcher.sent", account)["key"] for account in sunk}
     _kill(first)
     waiting = pending_of(w3, keeper_address)
-    assert len(waiting) == len(sunk), waiting
+    assert len(waiting) == len(keys), waiting
 
     second = harness.start_keeper(net, net.roles.keeper, "second", database_path=DATABASE)
     resumed = wait_for_log(second, "keeper.resuming")
     assert resumed["block"] == crash_block
     for account in sunk:
-        wait_for_log(second, "journal.adopted", key=f"liquidate:{account}")
+        wait_for_account_log(second, "journal.adopted", account)
     wait_for_log(second, "keeper.following")
     assert matching(second.entries(), "dispatcher.sent") == [], "sent again after the restart"
     mine(w3)
     for account in sunk:
-        wait_for_log(second, "liquidation.included", account=account)
+        wait_for_account_log(second, "liquidation.included", account)
     assert liquidated_accounts(net, crash_block) == sunk.keys()
 
     # Killed with its liquidations in the pool, which are mined while it is down.
@@ -81,14 +81,14 @@ def test_killed_between_send_and_receipt_the_keeper_neither_resends_nor_forgets(
     sunk_later = liquidatable_at(net, second_crash)
     assert sunk_later, "the second crash should sink more accounts"
     for account in sunk_later:
-        wait_for_log(second, "dispatcher.sent", key=f"liquidate:{account}")
+        wait_for_account_log(second, "dispatcher.sent", account)
     _kill(second)
     mined_block = mine(w3)
     assert liquidated_accounts(net, mined_block) == sunk_later.keys()
 
     third = harness.start_keeper(net, net.roles.keeper, "third", database_path=DATABASE)
     for account in sunk_later:
-        wait_for_log(third, "journal.found_mined", key=f"liquidate:{account}", status="included")
+        wait_for_account_log(third, "journal.found_mined", account, status="included")
     wait_for_log(third, "keeper.following")
     assert matching(third.entries(), "journal.adopted") == []
     mine(w3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+from keeper.execution.batch import key_accounts
 from tests.faults.checkpoint import checkpoint_snapshot, checkpointed_block
 from tests.faults.criteria import assert_fault_criteria
 from tests.keeper.helpers import (
@@ -26,6 +27,7 @@ from tests.keeper.helpers import (
     mined_transactions,
     rpc,
     stop_mining,
+    wait_for_account_log,
     wait_for_log,
     wait_until,
 )
@@ -47,12 +49,12 @@ def test_liquidations_undone_by_a_reorg_are_sent_again_once(harness: Harness, de
     below = liquidatable_at(net, crash_block)
     assert len(below) >= 2, f"the crash should sink at least 2 accounts, sank {below}"
     for account in below:
-        wait_for_log(keeper, "dispatcher.sent", key=f"liquidate:{account}")
+        wait_for_account_log(keeper, "dispatcher.sent", account)
     liquidation_block = mine(w3)
     assert liquidated_accounts(net, liquidation_block) == below.keys()
     for account in below:
         # Booked as mined: the reorg then takes away what the journal holds as included.
-        wait_for_log(keeper, "liquidation.included", account=account)
+        wait_for_account_log(keeper, "liquidation.included", account)
     for _ in range(depth - 1):
         mine(w3)
     reorged_head = w3.eth.block_number
@@ -77,7 +79,7 @@ def test_liquidations_undone_by_a_reorg_are_sent_again_once(harness: Harness, de
         source=keeper,
     )
     dropped = matching(keeper.entries(), "journal.dropped")
-    assert sorted(entry["key"] for entry in dropped) == sorted(f"liquidate:{a}" for a in below)
+    assert sorted(a for entry in dropped for a in key_accounts(entry["key"])) == sorted(below)
 
     stop_mining(w3)
     end_block = w3.eth.block_number

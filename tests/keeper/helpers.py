@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, TypeVar, Unpack
 
+from eth_typing import HexStr
 from structlog.testing import capture_logs
 from web3 import Web3
 from web3.contract import Contract
+from web3.logs import DISCARD
 from web3.types import BlockIdentifier, RPCEndpoint
 
 from keeper.config import parse_config
@@ -28,6 +30,7 @@ from keeper.devnet.anvil import DevKey
 from keeper.devnet.controls import latest_answer, set_price
 from keeper.devnet.keeper_config import KEY_ENV, KeeperProcess, keeper_config_toml
 from keeper.devnet.network import Devnet, running_devnet
+from keeper.execution.batch import is_liquidation_key, key_accounts
 from keeper.execution.signer import signer_from_env
 from keeper.state.model import CreditAccountState
 
@@ -186,6 +189,51 @@ async def wait_for_log_async(
     )
 
 
+def covering(
+    entries: Iterable[dict[str, Any]], event: str, account: str, **fields: object
+) -> list[dict[str, Any]]:
+    """Log entries `event` (with `fields`) of a liquidation transaction whose key covers
+    `account`: alone ("liquidate:0xA") or in a batch ("liquidate:0xA,0xB")."""
+    return [
+        entry
+        for entry in matching(entries, event, **fields)
+        if is_liquidation_key(entry.get("key", "")) and account in key_accounts(entry["key"])
+    ]
+
+
+def wait_for_account_log(
+    source: LogSource, event: str, account: str, *, timeout_s: float = WAIT_S, **fields: object
+) -> dict[str, Any]:
+    """The first entry `event` (`dispatcher.sent`, `liquidation.included`, ...) of a liquidation
+    transaction covering `account`, waiting for it up to `timeout_s`."""
+
+    def found() -> dict[str, Any] | None:
+        entries = covering(source.entries(), event, account, **fields)
+        return entries[0] if entries else None
+
+    return wait_until(
+        found,
+        what=f"log event {event!r} covering {account} with {fields}",
+        source=source,
+        timeout_s=timeout_s,
+    )
+
+
+async def wait_for_account_log_async(
+    source: LogSource, event: str, account: str, *, timeout_s: float = WAIT_S, **fields: object
+) -> dict[str, Any]:
+    async def found() -> dict[str, Any] | None:
+        entries = covering(source.entries(), event, account, **fields)
+        return entries[0] if entries else None
+
+    return await wait_until_async(
+        found,
+        what=f"log event {event!r} covering {account} with {fields}",
+        source=source,
+        timeout_s=timeout_s,
+    )
+
+
 # ---------------------------------------------------------------------------- keeper as a process
 
 
@@ -316,6 +364,7 @@ class ConfigOptions(TypedDict, total=False):
     ws_url: str | None
     backup_rpc_urls: tuple[str, ...]
     database_path: str | None
+    batch_liquidator: bool
 
 
 def keeper_config(net: Devnet, **options: Unpack[ConfigOptions]) -> str:
@@ -450,6 +499,7 @@ class Liquidation:
     liquidator: str
     block: int
     tx_hash: str
+    to: str  # who received the account's assets
 
 
 def liquidations(
@@ -468,6 +518,7 @@ def liquidations(
                     event["args"]["liquidator"],
                     event["blockNumber"],
                     event["transactionHash"].to_0x_hex(),
+                    event["args"]["to"],
                 )
             )
     return sorted(found, key=lambda liquidation: liquidation.block)
@@ -521,51 +572,92 @@ class KeeperActivity:
     """The keeper's mined transactions, sorted into what they were."""
 
     approvals: list[MinedTx] = field(default_factory=list)
-    liquidations: dict[str, MinedTx] = field(default_factory=dict)  # account -> its tx
+    liquidations: dict[str, MinedTx] = field(default_factory=dict)  # account -> the tx that did it
+    skipped: dict[str, list[MinedTx]] = field(default_factory=dict)  # by a batch, per account
+    batches: list[MinedTx] = field(default_factory=list)  # every liquidateBatch mined
     cancels: list[MinedTx] = field(default_factory=list)
+
+
+def batch_liquidator(net: Devnet) -> str:
+    """The devnet's BatchLiquidator (owned by the keeper role)."""
+    return net.deployment.address("BatchLiquidator")
 
 
 def check_keeper_transactions(net: Devnet, signer: str, txs: list[MinedTx]) -> KeeperActivity:
     """Asserts what the keeper may send and classifies it:
 
     - no transaction of the keeper reverted (every receipt has status 1);
-    - a liquidation only of an account whose health factor was below 1 in the block before the
-      one that included it (the state the transaction was executed against), paid to itself,
-      and never two for one account;
-    - besides liquidations, only `approve(manager, ...)` of a market's underlying and zero-value
-      self-transfers (the dispatcher's cancellation of a liquidation no longer needed).
+    - a liquidation, alone or in a batch, only of an account whose health factor was below 1 in
+      the block before the one that included it (the state the transaction was executed
+      against), paid to itself; and no account liquidated twice, or tried again by a batch once
+      the keeper had liquidated it (the in-flight guard: never two transactions for one account);
+    - besides liquidations, only `approve` of a market's underlying to its manager or to the
+      BatchLiquidator, and zero-value self-transfers (the dispatcher's cancellation of a
+      liquidation no longer needed).
     """
     views = managers(net)
     manager_markets = {str(manager.address): market for market, manager in views.items()}
     underlyings = {net.deployment.address(market): market for market in net.deployment.markets}
+    batch = net.deployment.contract(net.w3, "BatchLiquidator")
     activity = KeeperActivity()
     reverted = [tx for tx in txs if tx.status != 1]
     assert not reverted, f"keeper transactions reverted on chain: {reverted}"
+
+    def liquidated(market: str, account: str, tx: MinedTx) -> None:
+        assert account not in activity.liquidations, f"two liquidations of {account}"
+        before = health_factor(net, market, account, tx.block - 1)
+        assert before < WAD, (
+            f"keeper liquidated {account} in block {tx.block}, but its Hf was "
+            f"{before / WAD:.6f} in block {tx.block - 1}"
+        )
+        activity.liquidations[account] = tx
+
     for tx in txs:
         if tx.to in manager_markets:
             market = manager_markets[tx.to]
             function, args = views[market].decode_function_input(tx.input)
             assert function.fn_name == "liquidateCreditAccount", tx
-            account = args["creditAccount"]
             assert args["to"] == signer, f"liquidation paid to {args['to']}, not the keeper"
-            assert account not in activity.liquidations, f"two liquidations of {account}"
-            before = health_factor(net, market, account, tx.block - 1)
-            assert before < WAD, (
-                f"keeper liquidated {account} in block {tx.block}, but its Hf was "
-                f"{before / WAD:.6f} in block {tx.block - 1}"
+            liquidated(market, args["creditAccount"], tx)
+        elif tx.to == batch.address:
+            function, args = batch.decode_function_input(tx.input)
+            assert function.fn_name == "liquidateBatch", tx
+            market = manager_markets[args["manager"]]
+            receipt = net.w3.eth.get_transaction_receipt(HexStr(tx.tx_hash))
+            events = (
+                views[market]
+                .events.CreditAccountLiquidated()
+                .process_receipt(receipt, errors=DISCARD)
             )
-            activity.liquidations[account] = tx
+            done = {event["args"]["creditAccount"]: event["args"] for event in events}
+            for account in args["creditAccounts"]:
+                assert account not in activity.liquidations, (
+                    f"batch {tx.tx_hash} tried {account}, which the keeper had liquidated"
+                )
+                if account not in done:
+                    activity.skipped.setdefault(account, []).append(tx)
+                    continue
+                assert done[account]["liquidator"] == batch.address, done[account]
+                assert done[account]["to"] == signer, f"{account} paid to {done[account]['to']}"
+                liquidated(market, account, tx)
+            activity.batches.append(tx)
         elif tx.to in underlyings:
             token = net.deployment.contract(net.w3, underlyings[tx.to])
             function, args = token.decode_function_input(tx.input)
             assert function.fn_name == "approve", tx
-            assert args["spender"] == views[underlyings[tx.to]].address, tx
+            assert args["spender"] in (views[underlyings[tx.to]].address, batch.address), tx
             activity.approvals.append(tx)
         elif tx.to == signer and tx.value == 0 and tx.input in ("0x", ""):
             activity.cancels.append(tx)
         else:
             raise AssertionError(f"unexpected keeper transaction {tx}")
     return activity
+
+
+def approvals_expected(net: Devnet, *, batch: bool) -> int:
+    """The keeper's approvals at start: each market's manager, and the BatchLiquidator for each
+    underlying when it liquidates through one."""
+    return len(net.deployment.markets) * (2 if batch else 1)
 
 
 def assert_nonces_clean(w3: Web3, signer: str, txs: list[MinedTx]) -> None:

@@ -11,7 +11,9 @@ from tests.keeper.helpers import (
     Harness,
     KeeperRun,
     assert_nonces_clean,
+    batch_liquidator,
     check_keeper_transactions,
+    covering,
     crash_in_own_block,
     liquidatable_at,
     liquidated_accounts,
@@ -21,6 +23,7 @@ from tests.keeper.helpers import (
     mined_transactions,
     pending_of,
     stop_mining,
+    wait_for_account_log,
     wait_for_log,
     wait_until,
 )
@@ -31,12 +34,14 @@ OUTCOMES = ("liquidation.included", "liquidation.cancelled", "liquidation.failed
 
 
 def _outcome(keeper: KeeperRun, account: str) -> dict[str, Any]:
-    """How the keeper booked its liquidation of `account`: the first outcome log line."""
+    """How the keeper booked its liquidation of `account`: the first outcome log line of a
+    transaction covering it."""
 
     def booked() -> dict[str, Any] | None:
-        for entry in keeper.entries():
-            if entry.get("event") in OUTCOMES and entry.get("account") == account:
-                return entry
+        for event in OUTCOMES:
+            found = covering(keeper.entries(), event, account)
+            if found:
+                return found[0]
         return None
 
     return wait_until(booked, what=f"the outcome of liquidating {account}", source=keeper)
@@ -56,15 +61,16 @@ def test_a_stuck_liquidation_is_replaced_and_mined_once_with_clean_nonces(
     below = liquidatable_at(net, crash_block)
     assert len(below) >= 2, f"the crash should sink at least 2 accounts, sank {below}"
 
+    keys = set()
     for account in below:
-        sent = wait_for_log(keeper, "dispatcher.sent", key=f"liquidate:{account}")
-        replaced = wait_for_log(
-            keeper, "dispatcher.replaced", key=f"liquidate:{account}", cancel=False
-        )
+        sent = wait_for_account_log(keeper, "dispatcher.sent", account)
+        replaced = wait_for_log(keeper, "dispatcher.replaced", key=sent["key"], cancel=False)
         assert replaced["nonce"] == sent["nonce"]
         assert replaced["max_fee_per_gas"] >= sent["max_fee_per_gas"] * 11 // 10
+        keys.add(sent["key"])
     waiting = pending_of(w3, keeper_address)
-    assert len(waiting) == len(below), waiting
+    # One transaction per key: a batch per market.
+    assert len(waiting) == len(keys) <= len(net.deployment.markets), waiting
     assert w3.eth.block_number == crash_block, "a block was mined while mining was stopped"
 
     mine_every(w3, 1)
@@ -79,7 +85,7 @@ def test_a_stuck_liquidation_is_replaced_and_mined_once_with_clean_nonces(
 
     found = liquidations(net, crash_block)
     assert sorted(f.account for f in found) == sorted(below), "each exactly once"
-    assert all(f.liquidator == keeper_address for f in found)
+    assert all(f.liquidator == batch_liquidator(net) for f in found)
     txs = mined_transactions(w3, keeper_address)
     activity = check_keeper_transactions(net, keeper_address, txs)
     assert activity.liquidations.keys() == below.keys()
@@ -91,6 +97,7 @@ def test_a_stuck_liquidation_is_replaced_and_mined_once_with_clean_nonces(
         # someone else took (a receipt check racing the block that mined it).
         outcome = _outcome(keeper, account)
         assert outcome["event"] == "liquidation.included", outcome
+        assert account in outcome["liquidated"], outcome
         assert outcome["replacements"] >= 1
         assert outcome["tx_hash"] == tx.tx_hash
         assert tx.tx_hash in replacements, "the original was mined, not a replacement"

@@ -11,7 +11,8 @@ import pytest
 
 from keeper.devnet.anvil import free_port
 from keeper.devnet.controls import advance_time, latest_answer, set_price
-from keeper.devnet.tx import send
+from keeper.devnet.tx import deploy, send
+from keeper.protocol.calls import MULTICALL3_ADDRESS as MULTICALL3
 from tests.keeper.helpers import managers
 from tests.operator.helpers import Operator
 
@@ -56,12 +57,18 @@ def test_every_check_passes_on_a_good_devnet(operator: Operator) -> None:
         assert f"PASS  protocol.credit_managers[{i}] {manager} answers as a CreditManager" in text
         assert f"PASS  signer {market} balance, market {market}" in text
         assert re.search(rf"PASS  liquidation permission, market {market} .*anyone may", text)
+    batch = net.deployment.address("BatchLiquidator")
+    assert f"PASS  code at liquidation.batch_liquidator {batch}" in text
+    assert (
+        f"PASS  liquidation.batch_liquidator {batch}: owned by the signer: batches of up to 100 "
+        "accounts" in text
+    )
     for symbol in net.deployment.tokens:
         feed = net.deployment.address(f"PriceFeed.{symbol}")
         assert re.search(rf"PASS  feed {feed} \({symbol}, .*stale after 10,800 s", text), text
-    # RPC, chain id, code x4, managers x2, WebSocket, signer, gas, back-fill, funds and
-    # permission x2 markets, native token, feeds x4
-    assert passed == len(checks) == 21
+    # RPC, chain id, code x5, managers x2, WebSocket, signer, gas, batch liquidator's owner,
+    # back-fill, funds and permission x2 markets, native token, feeds x4
+    assert passed == len(checks) == 23
 
 
 def test_paused_market_and_stale_feeds_fail(fresh: Operator) -> None:
@@ -72,7 +79,24 @@ def test_paused_market_and_stale_feeds_fail(fresh: Operator) -> None:
         net.w3, net.deployment, "WETH", latest_answer(net.w3, net.deployment, "WETH"), deployer
     )
 
-    result = fresh.run("check-config", "--config", str(fresh.config))
+    # The devnet's BatchLiquidator is an emergency liquidator of every market: without it, the
+    # signer alone is not.
+    single = fresh.config.with_name("single.toml")
+    single.write_text(
+        "\n".join(
+            line
+            for line in fresh.config.read_text().splitlines()
+            if not line.startswith("batch_liquidator")
+        )
+    )
+    result, batched = fresh.run_all(
+        ("check-config", "--config", str(single)), ("check-config", "--config", str(fresh.config))
+    )
+    assert re.search(
+        r"PASS  liquidation permission, market USDC .*: protocol paused: liquidating through the "
+        r"BatchLiquidator, an emergency liquidator",
+        batched.stdout,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     checks, (_, failed, _) = lines(result.stdout)
     failures = [line for line in checks if line.startswith("FAIL")]
@@ -119,7 +143,9 @@ def test_broken_configs_fail_or_exit_2(operator: Operator, tmp_path: Path) -> No
     assert any(c.startswith("FAIL  signer: ") and "UNSET_KEEPER_KEY" in c for c in checks)
     assert any(c.startswith("FAIL  WebSocket") and "(chain.chain_id is 1)" in c for c in checks)
     assert failed == 4
-    assert skipped == 1
+    assert skipped == 2
+    batch = operator.net.deployment.address("BatchLiquidator")
+    assert f"SKIP  liquidation.batch_liquidator {batch}: owner not checked: no signer" in checks
     assert checks[-1].startswith("SKIP  back-fill, funds, permissions and feeds")
 
     assert down.returncode == 1
@@ -134,3 +160,46 @@ def test_broken_configs_fail_or_exit_2(operator: Operator, tmp_path: Path) -> No
     assert refused.stdout == ""
     assert refused.stderr.startswith("keeper: error: chain.chain_id = 0: ")
     assert len(refused.stderr.splitlines()) == 1
+
+
+def test_a_batch_liquidator_the_signer_does_not_own_fails_and_run_exits_2(
+    fresh: Operator, tmp_path: Path
+) -> None:
+    net = fresh.net
+    text = fresh.config.read_text()
+    batch = net.deployment.address("BatchLiquidator")
+    others = deploy(
+        net.w3, "BatchLiquidator", net.roles.deployer.address, net.roles.competitor.address
+    )
+    no_code = "0x" + "22" * 20
+    configs = {}
+    for name, address in (("others", others), ("none", no_code), ("multicall", MULTICALL3)):
+        configs[name] = tmp_path / f"{name}.toml"
+        configs[name].write_text(text.replace(batch, address))
+    checked = fresh.run_all(*(("check-config", "--config", str(c)) for c in configs.values()))
+    for result in checked:
+        assert result.returncode == 1, result.stdout
+    owned, absent, foreign = (result.stdout for result in checked)
+    assert (
+        f"FAIL  liquidation.batch_liquidator {others}: its owner() is "
+        f"{net.roles.competitor.address}, not the signer {fresh.signer}; deploy one owned by the "
+        "signer, or remove batch_liquidator" in owned
+    )
+    assert f"FAIL  code at liquidation.batch_liquidator {no_code}: no contract" in absent
+    assert f"FAIL  liquidation.batch_liquidator {no_code}: no contract at this address" in absent
+    assert (
+        f"FAIL  liquidation.batch_liquidator {MULTICALL3}: does not answer owner(): not a "
+        "BatchLiquidator" in foreign
+    )
+
+    for config, problem in (
+        (configs["others"], f"its owner() is {net.roles.competitor.address}"),
+        (configs["none"], "no contract at this address on chain 31337"),
+    ):
+        result = fresh.run("run", "--config", str(config), "--log-format", "json")
+        assert result.returncode == 2, result.stdout + result.stderr
+        refusal = [line for line in result.stderr.splitlines() if line.startswith("keeper: ")]
+        assert len(refusal) == 1, result.stderr
+        assert refusal[0].startswith("keeper: error: liquidation.batch_liquidator = "), refusal
+        assert problem in refusal[0]
+        assert "remove batch_liquidator to send one transaction per account" in refusal[0]

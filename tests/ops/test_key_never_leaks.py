@@ -45,6 +45,7 @@ def test_nothing_the_keeper_emits_contains_its_key(harness: Harness, tmp_path: P
     keeper, base = start_ready_keeper(harness, net)
     move_price(net.w3, net.deployment, "WETH", -3_000, net.roles.deployer.address)
     included = wait_for_log(keeper, "liquidation.included")
+    account = included["liquidated"][0]
     emitted = [
         get(f"{base}/metrics").body,
         get(f"{base}/healthz").body,
@@ -57,10 +58,8 @@ def test_nothing_the_keeper_emits_contains_its_key(harness: Harness, tmp_path: P
     emitted += [
         keeper_command("check-config", "--config", str(config), key=key),
         keeper_command("accounts", "--config", str(config), "--json", key=key),
-        keeper_command("account", included["account"], "--config", str(config), key=key),
-        keeper_command(
-            "liquidate", included["account"], "--config", str(config), "--dry-run", key=key
-        ),
+        keeper_command("account", account, "--config", str(config), key=key),
+        keeper_command("liquidate", account, "--config", str(config), "--dry-run", key=key),
     ]
     broken = tmp_path / "broken.toml"
     broken.write_text(config.read_text().replace("[liquidation]", "[liquidation]\nbogus = 1"))

@@ -63,6 +63,7 @@ def complete() -> dict[str, Any]:
             "max_failures": 5,
             "failure_cooldown_s": 60.5,
             "feed_check_interval_s": 15,
+            "batch_size": 40,
         },
         "ops": {
             "metrics_host": "0.0.0.0",
@@ -107,6 +108,8 @@ def test_a_complete_config_parses_to_exact_values() -> None:
             max_failures=5,
             failure_cooldown_s=60.5,
             feed_check_interval_s=15.0,
+            batch_liquidator=None,
+            batch_size=40,
         ),
         ops=OpsConfig(
             metrics_host="0.0.0.0",
@@ -137,6 +140,8 @@ def test_defaults_fill_every_optional_field() -> None:
         max_failures=3,
         failure_cooldown_s=300.0,
         feed_check_interval_s=60.0,
+        batch_liquidator=None,
+        batch_size=100,
     )
     assert config.ops == OpsConfig(
         metrics_host="127.0.0.1",
@@ -147,6 +152,12 @@ def test_defaults_fill_every_optional_field() -> None:
         loop_stall_s=5.0,
     )
     assert config.ops == OpsConfig()
+
+
+def test_a_batch_liquidator_is_an_address_and_absent_by_default() -> None:
+    raw = _edit(complete(), "liquidation.batch_liquidator", MANAGER_2.lower())
+    assert parse_config(raw, base_dir=BASE).liquidation.batch_liquidator == MANAGER_2
+    assert parse_config(minimal(), base_dir=BASE).liquidation.batch_liquidator is None
 
 
 def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> None:
@@ -200,6 +211,7 @@ def test_the_devnet_example_is_what_keeper_devnet_writes() -> None:
                 "CreditManager.USDC": "0x" + "11" * 20,
                 "CreditManager.WETH": "0x" + "22" * 20,
                 "WETH": "0x" + "33" * 20,
+                "BatchLiquidator": "0x" + "44" * 20,
             },
             tokens=("USDC", "WETH"),
             markets=("USDC", "WETH"),
@@ -293,6 +305,11 @@ BAD_FIELDS: list[tuple[str, Any, str, str]] = [
     ("liquidation.max_failures", 0, "liquidation.max_failures", "0"),
     ("liquidation.failure_cooldown_s", -1, "liquidation.failure_cooldown_s", "-1"),
     ("liquidation.feed_check_interval_s", 0.5, "liquidation.feed_check_interval_s", "0.5"),
+    ("liquidation.batch_liquidator", "0x1234", "liquidation.batch_liquidator", "'0x1234'"),
+    ("liquidation.batch_liquidator", 3, "liquidation.batch_liquidator", "3"),
+    ("liquidation.batch_size", 0, "liquidation.batch_size", "0"),
+    ("liquidation.batch_size", 1_001, "liquidation.batch_size", "1001"),
+    ("liquidation.batch_size", 2.5, "liquidation.batch_size", "2.5"),
     ("ops.metrics_host", "", "ops.metrics_host", "''"),
     ("ops.metrics_host", 127, "ops.metrics_host", "127"),
     ("ops.metrics_port", -1, "ops.metrics_port", "-1"),

@@ -112,9 +112,9 @@ def test_a_price_update_revalues_only_its_holders(scene: Scene) -> None:
 
     revalued = scene.apply([scene.usdc.answer("WETH", 1_900_00000000, T0 + 1)], T0 + 1)
 
-    assert revalued == 2
+    assert revalued == 2  # A and D: B and C hold no WETH
     for account in (B, C):
-        assert scene.risk_of(account) is before[account], "not a WETH holder, yet revalued"
+        assert scene.risk_of(account) == before[account]
     for account in (A, D):
         assert scene.risk_of(account) != before[account]
     assert scene.weighted(A) == (900 + 1_520) * USDC6
@@ -212,6 +212,38 @@ def test_candidates_follow_interest_without_any_event() -> None:
     assert brute_force(state, T0 + 800) == set()
     assert candidate_keys(monitor, T0 + 801) == {(usdc.manager, A)}
     assert brute_force(state, T0 + 801) == {(usdc.manager, A)}
+
+
+def test_two_markets_on_one_oracle_each_reprice_their_own_collateral() -> None:
+    """A feed of the shared oracle prices a token that only one market lists: the other market
+    passes over it; a token both list revalues both markets' holders."""
+    chain = Chain()
+    first = usdc_market(chain)
+    second = usdc_market(chain, base=1_000, oracle=first.oracle)
+    second.tokens["WETH"] = first.tokens["WETH"]
+    state = ProtocolState([first.market_state(), second.market_state()])
+    state.apply(first.deploy_events(answers=PRICES))
+    state.apply(second.deploy_events(answers=PRICES))
+    state.apply(first.open(A, OWNER, principal=1_500 * USDC6, balances={"WETH": WETH18}))
+    state.apply(second.open(B, OWNER, principal=3_000 * USDC6, balances={"WETH": 2 * WETH18}))
+    state.apply(second.open(C, OWNER, principal=10_000 * USDC6, balances={"WBTC": WBTC8 // 4}))
+    monitor = RiskMonitor(state)
+    monitor.rebuild(T0)
+    assert candidate_keys(monitor, T0) == set()
+
+    # WBTC of the first market: only the first market lists it, and nobody holds it there.
+    assert monitor.apply(state.apply([first.answer("WBTC", 1, T0 + 1)]), T0 + 1) == 0
+    # WETH at 1,000: A's 800 < 1,500 and B's 1,600 < 3,000; C holds no WETH.
+    revaluation = monitor.revalue(
+        state.apply([first.answer("WETH", 1_000_00000000, T0 + 2)]), T0 + 2
+    )
+    assert revaluation.revalued == 2
+    found = {(c.manager, c.account) for c in revaluation.candidates}
+    assert found == {(first.manager, A), (second.manager, B)} == brute_force(state, T0 + 2)
+    # WBTC of the second market at 30,000: C's 7,500 * 75 % < 10,000.
+    assert monitor.apply(state.apply([second.answer("WBTC", 30_000 * 10**8, T0 + 3)]), T0 + 3) == 1
+    assert candidate_keys(monitor, T0 + 3) == brute_force(state, T0 + 3)
+    assert (second.manager, C) in brute_force(state, T0 + 3)
 
 
 # ------------------------------------------------------------------ property: exact candidates

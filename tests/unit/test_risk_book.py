@@ -367,3 +367,79 @@ def test_liquidatable_prefix_equals_brute_force(fee_bps: int) -> None:
         # has not reached yet (the keeper never meets them) are not in the prefix either.
         assert set(found) == expected
         assert found == [risk.account for risk in book.nearest()][: len(found)]
+
+
+# ------------------------------------------------------------------ rebuild in bulk
+
+
+def _bulk_book(accounts: list[CreditAccountState], market: Market, horizon: int) -> RiskBook:
+    """A book valued from scratch as the monitor's rebuild does: token columns, sorted once."""
+    holdings: dict[str, dict[str, int]] = {}
+    for account in accounts:
+        for token, balance in account.balances.items():
+            if balance:
+                holdings.setdefault(token, {})[account.address] = balance
+    book = RiskBook()
+    book.revalue_all({a.address: a for a in accounts}, holdings, market, NOW, horizon)
+    return book
+
+
+def _filed(book: RiskBook) -> list[tuple[str, int, int, str | None]]:
+    """The book's order with each account's figures (refusals by message: errors compare by
+    identity)."""
+    return [
+        (r.account, r.weighted_value, r.critical_index_ray, None if r.valued else str(r.unpriced))
+        for r in book.nearest()
+    ]
+
+
+def test_rebuild_orders_every_account_as_one_by_one_updates_do() -> None:
+    """The bulk rebuild files every account under the critical index the health math gives,
+    ties by address, unpriced ones last: the order one `update` per account gives, whatever
+    the order accounts come in."""
+    market = _market(weth_updated_at=NOW, fee_bps=700)
+    weth_only = _market(usdc_updated_at=NOW - 3_601)  # USDC stale: WETH holders unpriced
+    accounts = [
+        _state(
+            1_000 + 37 * (i % 7),
+            RAY + (i % 3) * 10**24,
+            accrued_interest=i % 5,
+            balances={USDC: 1_100 + 53 * (i % 4), WETH: (i % 3) * 10**14},
+            address=f"0x{i:02d}",
+        )
+        for i in range(40)
+    ]
+    accounts.append(_state(0, RAY, balances={USDC: 5}, address="0xNOPRINCIPAL"))
+    for valued_with in (market, weth_only):
+        one_by_one = RiskBook()
+        for account in reversed(accounts):
+            one_by_one.update(account, valued_with, NOW)
+        expected = _filed(one_by_one)
+        for horizon in (RAY, RAY + RAY // 100, 3 * RAY):
+            bulk = _bulk_book(accounts[::2] + accounts[1::2], valued_with, horizon)
+            assert _filed(bulk) == expected
+            for index in (RAY, RAY + RAY // 1_000, 2 * RAY, MAX_UINT256):
+                assert bulk.liquidatable(index) == one_by_one.liquidatable(index)
+    # The order itself: by critical index (ties by address), as the health math gives it.
+    keys = [(r.critical_index_ray, r.account) for r in _bulk_book(accounts, market, RAY).nearest()]
+    assert keys == sorted(keys)
+    for critical, address in keys:
+        account = next(a for a in accounts if a.address == address)
+        weighted = collateral_value(account, market, NOW).weighted_value
+        assert critical == critical_index(account, weighted, 700)
+
+
+def test_an_account_beyond_the_horizon_is_found_once_interest_reaches_it() -> None:
+    """Far accounts carry no critical index; the monitor moves the horizon as the index nears
+    it, and an account interest alone puts under is found at exactly its critical index."""
+    book = _bulk_book([_usdc_account("0xA", 1_000, 1_100)], _market(), RAY + RAY // 100)
+    critical = RAY * 1_101 // 1_000  # 10 % of headroom: far beyond a 1 % horizon
+    assert book.liquidatable(RAY + RAY // 100) == []
+    assert book.liquidatable(critical - 1) == []  # beyond the horizon: every account walked
+    assert book.liquidatable(critical) == ["0xA"]
+    book.set_horizon(critical)
+    assert book.liquidatable(critical - 1) == []
+    assert book.liquidatable(critical) == ["0xA"]
+    risk = book.get("0xA")
+    assert risk is not None
+    assert risk.critical_index_ray == critical

@@ -31,8 +31,17 @@ def receipt(block: int, gas_used: int, price_wei: int, status: int = 1) -> dict[
 
 
 def report(
-    result: TxResult, *, trigger_block: int, inclusion_block: int | None
+    result: TxResult,
+    *,
+    trigger_block: int,
+    inclusion_block: int | None,
+    accounts: int = 1,
+    liquidated: int | None = None,
 ) -> LiquidationReport:
+    """A report of a transaction of `accounts` accounts; by default it liquidated them all when
+    included, none otherwise."""
+    if liquidated is None:
+        liquidated = accounts if result.outcome is TxOutcome.INCLUDED else 0
     return LiquidationReport(
         manager=MANAGER,
         underlying=USDC,
@@ -40,7 +49,9 @@ def report(
         trigger_block=trigger_block,
         head_received_at=100.0,
         inclusion_block=inclusion_block,
-        premium=Decimal("27.5"),
+        accounts=accounts,
+        liquidated=liquidated,
+        premium=Decimal("27.5") * liquidated,
     )
 
 
@@ -53,7 +64,7 @@ def test_an_included_liquidation_counts_success_premium_gas_and_latencies() -> N
         sent_at=100.02,
         finished_at=101.0,
     )
-    metrics.liquidation_attempted(MANAGER)
+    metrics.liquidation_attempted(MANAGER, 1)
     metrics.transaction_finished(result)
     metrics.liquidation_finished(report(result, trigger_block=129, inclusion_block=130))
 
@@ -70,6 +81,49 @@ def test_an_included_liquidation_counts_success_premium_gas_and_latencies() -> N
     assert value(metrics, "keeper_liquidation_inclusion_latency_seconds_sum") == pytest.approx(0.98)
     assert value(metrics, "keeper_liquidation_inclusion_blocks_bucket", le="1.0") == 1
     assert value(metrics, "keeper_liquidation_inclusion_blocks_bucket", le="0.0") == 0
+
+
+def test_a_batch_counts_accounts_not_transactions_and_its_skips_as_dropped() -> None:
+    metrics = KeeperMetrics()
+    batch = TxRequest("liquidate:0xA,0xB,0xC", MANAGER, "0x", 900_000)
+    result = TxResult(
+        batch,
+        TxOutcome.INCLUDED,
+        receipt=receipt(block=130, gas_used=600_000, price_wei=10**9),
+        sent_at=100.01,
+        finished_at=101.0,
+    )
+    metrics.liquidation_attempted(MANAGER, 3)
+    metrics.transaction_finished(result)
+    metrics.liquidation_finished(
+        report(result, trigger_block=129, inclusion_block=130, accounts=3, liquidated=2)
+    )
+
+    assert value(metrics, "keeper_liquidations_attempted_total", manager=MANAGER) == 3
+    assert value(metrics, "keeper_liquidations_succeeded_total", manager=MANAGER) == 2
+    dropped = value(metrics, "keeper_liquidations_dropped_total", manager=MANAGER, reason="skipped")
+    assert dropped == 1
+    premium = value(metrics, "keeper_premium_earned_total", manager=MANAGER, underlying=USDC)
+    assert premium == 55.0
+    assert (
+        value(metrics, "keeper_transactions_total", purpose="liquidation", outcome="included") == 1
+    )
+    assert value(metrics, "keeper_liquidation_send_latency_seconds_count") == 1
+
+
+def test_an_unmined_batch_drops_every_account_it_covered() -> None:
+    metrics = KeeperMetrics()
+    batch = TxRequest("liquidate:0xA,0xB", MANAGER, "0x", 600_000)
+    result = TxResult(batch, TxOutcome.CANCELLED, sent_at=100.1, finished_at=103.0)
+    metrics.liquidation_finished(
+        report(result, trigger_block=129, inclusion_block=None, accounts=2)
+    )
+
+    dropped = value(
+        metrics, "keeper_liquidations_dropped_total", manager=MANAGER, reason="cancelled"
+    )
+    assert dropped == 2
+    assert value(metrics, "keeper_liquidations_succeeded_total", manager=MANAGER) is None
 
 
 def test_a_reverted_liquidation_counts_as_reverted_and_still_costs_gas() -> None:
