@@ -40,16 +40,18 @@ contract BatchLiquidator {
     }
 
     /// @notice Liquidates each of `creditAccounts` to the owner, skipping those that revert.
-    /// `liquidated[i]` says whether account i was liquidated, `reasons[i]` why not: an `eth_call`
-    /// of this function tells the keeper which accounts a batch would liquidate, and why the
-    /// others would not, before it is sent.
+    /// `liquidated[i]` says whether account i was liquidated, `reasons[i]` why not, and
+    /// `gasSpent[i]` what its attempt consumed (before refunds): one `eth_call` of this function
+    /// tells the keeper which accounts a batch would liquidate, why the others would not, and the
+    /// gas the batch of just the first needs, without the repeated executions of a gas estimate.
     function liquidateBatch(CreditManager manager, address[] calldata creditAccounts)
         external
         onlyOwner
-        returns (bool[] memory liquidated, bytes[] memory reasons)
+        returns (bool[] memory liquidated, bytes[] memory reasons, uint256[] memory gasSpent)
     {
         liquidated = new bool[](creditAccounts.length);
         reasons = new bytes[](creditAccounts.length);
+        gasSpent = new uint256[](creditAccounts.length);
         for (uint256 i = 0; i < creditAccounts.length; ++i) {
             uint256 gasBefore = gasleft();
             try this.liquidateOne(manager, creditAccounts[i]) {
@@ -64,6 +66,7 @@ contract BatchLiquidator {
                 reasons[i] = reason;
                 emit LiquidationSkipped(address(manager), creditAccounts[i], reason);
             }
+            gasSpent[i] = gasBefore - gasleft();
         }
     }
 

@@ -28,6 +28,7 @@ from keeper.chain.heads import Head
 from keeper.chain.rpc import RpcClient, RpcError
 from keeper.display import format_health_factor
 from keeper.execution.batch import (
+    batch_gas_limit,
     chunked,
     is_liquidation_key,
     key_accounts,
@@ -67,6 +68,9 @@ _APPROVAL_FLOOR = 2**255
 # "Low gas" means: fewer than this many liquidations of typical gas left at the current max fee.
 _LOW_GAS_LIQUIDATIONS = 10
 _TYPICAL_LIQUIDATION_GAS = 300_000
+# Chunk simulations in flight at once: enough to keep a node's cores busy, few enough that the
+# first chunks' answers are not held up by the last ones'.
+_SIMULATIONS_AT_ONCE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +281,8 @@ class Liquidator:
             self._rpc,
             [token_call(token, "allowance", self._signer, spender) for _, token, spender in wanted],
         )
+        # Sent together, consecutive nonces: one block for all of them, not one each.
+        approvals: list[tuple[str, str, asyncio.Future[TxResult]]] = []
         for (key, token, spender), allowance in zip(wanted, allowances, strict=True):
             in_flight = self._adopted_approvals.pop(key, None)
             if allowance.outputs is not None and allowance.outputs[0] >= _APPROVAL_FLOOR:
@@ -287,6 +293,8 @@ class Liquidator:
                 in_flight = self._dispatcher.submit(
                     TxRequest(key, approve.target, approve.data, gas)
                 )
+            approvals.append((token, spender, in_flight))
+        for token, spender, in_flight in approvals:
             result = await in_flight
             if result.outcome is not TxOutcome.INCLUDED:
                 raise RuntimeError(
@@ -343,7 +351,13 @@ class Liquidator:
             eligible.append((candidate, permission.batch))
         if not eligible:
             return
-        simulations = [asyncio.ensure_future(self._simulate(c)) for c in self._chunks(eligible)]
+        # The chunks come lowest health factor first; a few simulations at a time keep the node
+        # on the first ones instead of sharing it among all of a large crash's chunks.
+        concurrency = asyncio.Semaphore(_SIMULATIONS_AT_ONCE)
+        simulations = [
+            asyncio.ensure_future(self._simulate(chunk, concurrency))
+            for chunk in self._chunks(eligible)
+        ]
         try:
             underlyings = sorted({self._state.markets[c.manager].underlying for c, _ in eligible})
             funds = await self._funds(underlyings)
@@ -374,11 +388,14 @@ class Liquidator:
         chunks += [_Chunk(c.manager, False, (c,)) for c, batch in eligible if not batch]
         return chunks
 
-    async def _simulate(self, chunk: _Chunk) -> tuple[_Chunk, _ChunkSimulation]:
-        if chunk.batch:
-            return chunk, await self._simulate_batch(chunk.manager, chunk.candidates)
-        (candidate,) = chunk.candidates
-        simulation = await self.simulate(chunk.manager, candidate.account)
+    async def _simulate(
+        self, chunk: _Chunk, concurrency: asyncio.Semaphore
+    ) -> tuple[_Chunk, _ChunkSimulation]:
+        async with concurrency:
+            if chunk.batch:
+                return chunk, await self._simulate_batch(chunk.manager, chunk.candidates)
+            (candidate,) = chunk.candidates
+            simulation = await self.simulate(chunk.manager, candidate.account)
         if simulation.revert is not None or simulation.gas_estimate is None:
             return chunk, _ChunkSimulation((), None, {candidate.account: simulation.revert})
         return chunk, _ChunkSimulation(chunk.candidates, simulation.gas_estimate)
@@ -386,32 +403,31 @@ class Liquidator:
     async def _simulate_batch(
         self, manager: str, candidates: Sequence[Candidate]
     ) -> _ChunkSimulation:
-        """One `eth_call` of the batch and one gas estimate, concurrently, both against the
-        pending state: a liquidation of one of its accounts already waiting in the pool makes
-        that account fail there, so it is dropped instead of spending the batch's gas on a
-        skip. Only when accounts are dropped is the rest estimated again."""
+        """One `eth_call` of the batch against the pending state: a liquidation of one of its
+        accounts already waiting in the pool makes that account fail there, so it is dropped
+        instead of spending the batch's gas on a skip. The call returns what each attempt
+        spent, which bounds the gas of the batch of those that succeed: no gas estimate (a
+        dozen executions of the batch on the node) stands between the crash and the send."""
         call = self._batch_call(manager, [c.account for c in candidates])
         try:
-            (liquidated, reasons), gas = await asyncio.gather(
-                eth_call(self._rpc, call, sender=self._signer, block="pending"),
-                self._estimate_gas(call),
+            liquidated, reasons, gas_spent = await eth_call(
+                self._rpc, call, sender=self._signer, block="pending"
             )
-            succeeding = tuple(c for c, ok in zip(candidates, liquidated, strict=True) if ok)
-            reverts: dict[str, RevertReason | None] = {
-                c.account: decode_revert(reason)
-                for c, ok, reason in zip(candidates, liquidated, reasons, strict=True)
-                if not ok
-            }
-            if reverts and succeeding:
-                gas = await self._estimate_gas(
-                    self._batch_call(manager, [c.account for c in succeeding])
-                )
         except CallRevertedError as error:
             return _ChunkSimulation((), None, {c.account: error.reason for c in candidates})
         except RpcError as error:
             reason = decode_revert(error.data or "")
             return _ChunkSimulation((), None, {c.account: reason for c in candidates})
-        return _ChunkSimulation(succeeding, gas if succeeding else None, reverts)
+        outcomes = list(zip(candidates, liquidated, reasons, gas_spent, strict=True))
+        succeeding = tuple(c for c, ok, _, _ in outcomes if ok)
+        reverts: dict[str, RevertReason | None] = {
+            c.account: decode_revert(reason) for c, ok, reason, _ in outcomes if not ok
+        }
+        if not succeeding:
+            return _ChunkSimulation((), None, reverts)
+        sent = self._batch_call(manager, [c.account for c in succeeding])
+        gas = batch_gas_limit([spent for _, ok, _, spent in outcomes if ok], sent.data)
+        return _ChunkSimulation(succeeding, gas, reverts)
 
     def _send(
         self,

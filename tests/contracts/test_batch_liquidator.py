@@ -36,6 +36,7 @@ from web3.types import TxParams, TxReceipt
 from keeper.devnet.controls import reverted_after, set_price
 from keeper.devnet.network import Devnet
 from keeper.devnet.tx import contract_at, deploy, send
+from keeper.execution.batch import batch_gas_limit
 from keeper.protocol.errors import decode_revert
 from tests.contracts.helpers import (
     ZERO_ADDRESS,
@@ -185,10 +186,14 @@ def test_a_batch_skips_what_reverts_and_liquidates_the_rest_paying_exactly(
     held_weth = {account: erc20_balance(chain, "WETH", account) for account in (first, second)}
     usdc_before = erc20_balance(chain, "USDC", keeper)
     weth_before = erc20_balance(chain, "WETH", keeper)
-    liquidated, reasons = batch.functions.liquidateBatch(manager.address, accounts).call(
+    liquidated, reasons, gas_spent = batch.functions.liquidateBatch(manager.address, accounts).call(
         {"from": keeper}
     )
     assert liquidated == [True, False, False, True, False, False]
+    # A liquidation moves tokens and storage; a revert stops at the check that fails.
+    spent_liquidating = [spent for spent, ok in zip(gas_spent, liquidated, strict=True) if ok]
+    spent_skipping = [spent for spent, ok in zip(gas_spent, liquidated, strict=True) if not ok]
+    assert min(spent_liquidating) > max(spent_skipping) > 0
     assert [decode_revert(reason).name for reason in reasons] == [
         "EmptyRevert",
         "NotLiquidatable",
@@ -327,3 +332,32 @@ def test_gas_per_account_single_and_in_batches(chain: Devnet) -> None:
     assert measured["single"] < per_account[1] < measured["single"] + 50_000
     assert per_account[100] < per_account[10] < measured["single"]
     assert measured["batch of 100"] < BLOCK_GAS_LIMIT // 2
+
+
+def test_the_gas_an_eth_call_reports_is_enough_to_send_the_batch(chain: Devnet) -> None:
+    """The keeper sends a batch with `batch_gas_limit` of what one `eth_call` reported, instead
+    of a gas estimate: that limit must be enough (sent at exactly it, without the policy's
+    margin, every account is liquidated) and close to the node's estimate (a loose bound would
+    keep other batches out of the block). The first batch also approves the manager."""
+    manager = market(chain).manager
+    keeper = chain.roles.keeper.address
+    batch = _batch(chain)
+    sizes = (1, 10, 40)
+    accounts, _ = _open_and_crash(chain, sum(sizes))
+    _approve_batch(chain, batch)
+    start = 0
+    for size in sizes:
+        chunk = accounts[start : start + size]
+        start += size
+        call = batch.functions.liquidateBatch(manager.address, chunk)
+        liquidated, _, gas_spent = call.call({"from": keeper})
+        assert liquidated == [True] * size
+        limit = batch_gas_limit(gas_spent, call._encode_transaction_data())
+        estimate = call.estimate_gas({"from": keeper})
+        assert estimate <= limit <= estimate * 108 // 100, (size, limit, estimate)
+
+        receipt = _liquidate_batch(chain, chunk, gas=limit)
+
+        assert receipt["status"] == 1, size
+        assert len(events(manager, "CreditAccountLiquidated", receipt)) == size
+        assert events(batch, "LiquidationSkipped", receipt) == []

@@ -13,6 +13,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from keeper.execution.batch import (
+    batch_gas_limit,
     chunked,
     is_liquidation_key,
     key_accounts,
@@ -176,3 +177,19 @@ def test_an_account_listed_twice_is_liquidated_once_and_not_also_skipped() -> No
     assert outcome.liquidated == (A,)
     assert outcome.skipped == {}
     assert outcome.unaccounted == (B,)
+
+
+def test_the_batch_gas_limit_covers_every_attempt_the_calldata_and_the_last_calls_reserve() -> None:
+    calldata = "0x" + "ab" * 100
+    spent = [150_000, 170_000, 160_000]
+
+    limit = batch_gas_limit(spent, calldata)
+
+    # At least: the transaction's 21,000, its calldata, every attempt, and the 1/64 that each of
+    # the largest attempt's nested calls keeps back; the bound's slack stays under 10 %.
+    floor = 21_000 + 16 * 100 + sum(spent) + 170_000 * 4 // 63
+    assert floor < limit < floor * 110 // 100
+    assert batch_gas_limit(spent, calldata + "00" * 32) == limit + 16 * 32
+    assert batch_gas_limit([*spent, 1], calldata) > limit
+    with pytest.raises(ValueError, match="at least one account"):
+        batch_gas_limit([], calldata)
