@@ -605,7 +605,9 @@ class Liquidator:
         try:
             if self._batch is not None and request.to == self._batch:
                 data = await eth_call_data(self._rpc, request.to, request.data, sender=self._signer)
-                liquidated, reasons = function_abi("BatchLiquidator", "liquidateBatch").decode(data)
+                liquidated, reasons, _ = function_abi("BatchLiquidator", "liquidateBatch").decode(
+                    data
+                )
                 if any(liquidated):
                     return True
                 revert = next((decode_revert(r) for r in reasons), None)
