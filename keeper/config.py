@@ -28,7 +28,7 @@ from eth_utils.address import is_address, is_checksum_address, to_checksum_addre
 from keeper.chain.rpc import redact_url
 
 GWEI = 10**9
-DEFAULT_BATCH_SIZE = 100
+DEFAULT_BATCH_SIZE = 25
 WEI_PER_NATIVE = 10**18
 ENV_PREFIX = "ASGARD_KEEPER_"
 

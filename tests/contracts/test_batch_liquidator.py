@@ -21,8 +21,9 @@ numbers are printed by `test_gas_per_account_single_and_in_batches` (`pytest -s`
 through a manager also approves it, once, for 18,505 gas more.) Alone, an account costs about
 28,600 gas more in a batch than in a single liquidation (the owner's payment passes through the
 contract, and the self-call); from ten accounts on, each costs 30-37 % less, the 21,000 of the
-transaction and the cold storage reads being shared. 100 accounts take 14.1 M gas:
-`batch_size = 100` keeps a batch under half of a 30 M gas block.
+transaction and the cold storage reads being shared. 100 accounts use 14.1 M gas, after the
+refunds of the storage they clear; their gas limit must cover the gas before refunds, some 25 %
+more (`test_the_gas_an_eth_call_reports_is_enough_to_send_the_batch`).
 """
 
 from __future__ import annotations

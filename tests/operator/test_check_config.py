@@ -60,7 +60,7 @@ def test_every_check_passes_on_a_good_devnet(operator: Operator) -> None:
     batch = net.deployment.address("BatchLiquidator")
     assert f"PASS  code at liquidation.batch_liquidator {batch}" in text
     assert (
-        f"PASS  liquidation.batch_liquidator {batch}: owned by the signer: batches of up to 100 "
+        f"PASS  liquidation.batch_liquidator {batch}: owned by the signer: batches of up to 25 "
         "accounts" in text
     )
     for symbol in net.deployment.tokens:

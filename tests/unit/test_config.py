@@ -141,7 +141,7 @@ def test_defaults_fill_every_optional_field() -> None:
         failure_cooldown_s=300.0,
         feed_check_interval_s=60.0,
         batch_liquidator=None,
-        batch_size=100,
+        batch_size=25,
     )
     assert config.ops == OpsConfig(
         metrics_host="127.0.0.1",
