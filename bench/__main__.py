@@ -16,7 +16,7 @@ from bench.population import plan_population
 from bench.report import marginal_bytes_per_account, markdown_table, ratios
 from bench.run import BenchOptions, measure_size
 
-DEFAULT_ROUNDS = "1x20,100x10,1000x3"
+DEFAULT_ROUNDS = "1x10,100x5,1000x2"
 
 
 def rounds(text: str) -> tuple[int, ...]:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"crash rounds as UNDERxREPEAT, in order (default: {DEFAULT_ROUNDS})",
     )
     parser.add_argument(
-        "--steady-blocks", type=int, default=15, help="blocks per steady-state window (default 15)"
+        "--steady-blocks", type=int, default=10, help="blocks per steady-state window (default 10)"
     )
     parser.add_argument(
         "--baseline-blocks",

@@ -51,6 +51,7 @@ def measure_size(
             result: dict[str, Any] = {
                 "accounts": accounts,
                 "devnet_build_s": round(net.build_s, 1),
+                "block_time_s": net.block_time_s,
             }
             result["cold_start"] = _start(keeper, progress, "cold start (back-fill from deploy)")
             result["steady"] = {
