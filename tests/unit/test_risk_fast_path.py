@@ -36,6 +36,7 @@ from keeper.risk.monitor import RiskMonitor
 from keeper.state.model import CreditAccountState, Market
 from keeper.state.store import ProtocolState, StateChanges
 from tests.unit.protocol_builder import T0, Chain, Deployed, Token, address
+from tests.unit.test_monitor import brute_force
 
 THOROUGH = os.environ.get("ASGARD_HYPOTHESIS_PROFILE") == "thorough"
 PROPERTY = settings(
@@ -103,20 +104,6 @@ def holdings(draw: st.DrawFn, scenario: Scenario) -> dict[str, int]:
             dollars = draw(st.integers(0, 100_000))
             held[symbol] = units(scenario.market.tokens[symbol], dollars, scenario.usd[symbol])
     return held
-
-
-def brute_force(state: ProtocolState, timestamp: int) -> set[tuple[str, str]]:
-    found = set()
-    for manager, market in state.markets.items():
-        view = state.market_view(manager)
-        for address_, account in market.accounts.items():
-            try:
-                health = account_health(account, view, timestamp)
-            except PriceUnavailableError:
-                continue
-            if health.is_liquidatable:
-                found.add((manager, address_))
-    return found
 
 
 def reference_value(

@@ -5,9 +5,7 @@ chain)."""
 
 from __future__ import annotations
 
-import os
-
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from keeper.risk.health import (
@@ -27,14 +25,7 @@ from keeper.risk.terms import (
     weighted_terms,
 )
 from keeper.state.model import CreditAccountState, Fees, InterestRate, Market, TokenPrice
-
-THOROUGH = os.environ.get("ASGARD_HYPOTHESIS_PROFILE") == "thorough"
-PROPERTY = settings(
-    max_examples=5_000 if THOROUGH else 400,
-    deadline=None,
-    derandomize=not THOROUGH,
-    print_blob=True,
-)
+from tests.unit.test_risk_book import PROPERTY
 
 NOW = 1_700_000_000
 UNDERLYING = "0xUNDERLYING"
