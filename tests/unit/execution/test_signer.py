@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from eth_account import Account
+from eth_keys.backends import get_backend
+from eth_keys.backends.coincurve import CoinCurveECCBackend
 from eth_utils.crypto import keccak
 
 from keeper.execution.signer import (
@@ -256,3 +258,9 @@ def test_signer_cannot_be_pickled_copied_inspected_or_changed() -> None:
     with pytest.raises(AttributeError, match="immutable"):
         signer.address = "0x0000000000000000000000000000000000000000"
     assert isinstance(signer, Signer)
+
+
+def test_signatures_come_from_libsecp256k1_not_the_pure_python_fallback() -> None:
+    """eth_keys falls back to pure Python without coincurve, silently, at seven times the cost of
+    each signature on the path from a crash block to the first liquidation sent."""
+    assert isinstance(get_backend(), CoinCurveECCBackend)
