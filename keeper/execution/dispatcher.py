@@ -101,6 +101,7 @@ class _Pending:
 class _Queued:
     request: TxRequest
     future: asyncio.Future[TxResult]
+    left_queue: asyncio.Future[None]  # broadcast, or given up on
     retries: int = 0
 
 
@@ -160,11 +161,20 @@ class Dispatcher:
         """Queues `request`; the future resolves when it is mined, refused or cancelled."""
         if request.key in self._keys:
             raise ValueError(f"{request.key} is already in flight")
-        future: asyncio.Future[TxResult] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[TxResult] = loop.create_future()
         self._keys.add(request.key)
-        self._queue.append(_Queued(request, future))
+        self._queue.append(_Queued(request, future, loop.create_future()))
         self._wake.set()
         return future
+
+    async def wait_sent(self, key: str) -> None:
+        """Returns once the transaction queued under `key` has left the queue: accepted by the
+        node, or given up on (at once when it is not queued)."""
+        for queued in self._queue:
+            if queued.request.key == key:
+                await asyncio.shield(queued.left_queue)
+                return
 
     def observe_base_fee(self, base_fee_wei: int) -> None:
         """The latest block's base fee: the floor of every fee the dispatcher offers."""
@@ -197,12 +207,12 @@ class Dispatcher:
         """Ends the queue unsent and follows what is pending for up to `timeout_s`, for a clean
         stop; call it once `run` is cancelled. Whatever is still pending then is logged: it may
         still be mined, and the next start reads the chain's nonce after it."""
-        for queued in self._queue:
+        while self._queue:
+            queued = self._dequeue()
             self._finish(
                 queued.future,
                 TxResult(queued.request, TxOutcome.NOT_SENT, detail="keeper stopping"),
             )
-        self._queue.clear()
         deadline = self._clock() + timeout_s
         while self._pending and self._clock() < deadline:
             try:
@@ -392,7 +402,7 @@ class Dispatcher:
         if kind is not None:
             self._journal.mark(tx_hash, TxStatus.REFUSED)
         if kind is None:
-            self._queue.pop(0)
+            self._dequeue()
             self._next_nonce = nonce + 1
             self._pending[nonce] = _Pending(
                 request, nonce, fees, [tx_hash], self._clock(), self._clock(), queued.future
@@ -414,12 +424,18 @@ class Dispatcher:
             queued.retries += 1
             log.info("dispatcher.retry", key=request.key, error=kind.value, detail=message)
             return
-        self._queue.pop(0)
+        self._dequeue()
         log.warning("dispatcher.not_sent", key=request.key, error=kind.value, detail=message)
         self._finish(
             queued.future,
             TxResult(request, TxOutcome.NOT_SENT, error=kind, detail=message),
         )
+
+    def _dequeue(self) -> _Queued:
+        queued = self._queue.pop(0)
+        if not queued.left_queue.done():
+            queued.left_queue.set_result(None)
+        return queued
 
     def _free_from(self, nonce: int) -> int:
         """The first nonce from `nonce` on that no followed transaction holds."""

@@ -17,6 +17,7 @@ where the signer, but not the BatchLiquidator, is an emergency liquidator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ _TYPICAL_LIQUIDATION_GAS = 300_000
 # Chunk simulations in flight at once: enough to keep a node's cores busy, few enough that the
 # first chunks' answers are not held up by the last ones'.
 _SIMULATIONS_AT_ONCE = 2
+# How long the other chunks' simulations wait for the first chunk's transaction to be sent.
+_FIRST_SEND_WAIT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,19 +354,32 @@ class Liquidator:
             eligible.append((candidate, permission.batch))
         if not eligible:
             return
-        # The chunks come lowest health factor first; a few simulations at a time keep the node
-        # on the first ones instead of sharing it among all of a large crash's chunks.
+        # The chunks come lowest health factor first. The first is simulated and sent alone: the
+        # node answers its `eth_call` and accepts its transaction without serving the other
+        # chunks' simulations at the same time. Then a few at a time keep the node on the next
+        # ones instead of sharing it among all of a large crash's chunks.
         concurrency = asyncio.Semaphore(_SIMULATIONS_AT_ONCE)
+        first_sent = asyncio.Event()
         simulations = [
-            asyncio.ensure_future(self._simulate(chunk, concurrency))
-            for chunk in self._chunks(eligible)
+            asyncio.ensure_future(
+                self._simulate(chunk, concurrency, after=None if index == 0 else first_sent)
+            )
+            for index, chunk in enumerate(self._chunks(eligible))
         ]
         try:
             underlyings = sorted({self._state.markets[c.manager].underlying for c, _ in eligible})
             funds = await self._funds(underlyings)
             for simulated in asyncio.as_completed(simulations):
                 chunk, simulation = await simulated
-                self._send(chunk, simulation, funds, head, head_received_at)
+                key = self._send(chunk, simulation, funds, head, head_received_at)
+                if not first_sent.is_set():
+                    if key is not None:
+                        # Bounded: a dispatcher held up (a node down) must not hold the block.
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(
+                                self._dispatcher.wait_sent(key), _FIRST_SEND_WAIT_S
+                            )
+                    first_sent.set()
         finally:
             for simulation_task in simulations:
                 simulation_task.cancel()
@@ -389,8 +405,10 @@ class Liquidator:
         return chunks
 
     async def _simulate(
-        self, chunk: _Chunk, concurrency: asyncio.Semaphore
+        self, chunk: _Chunk, concurrency: asyncio.Semaphore, *, after: asyncio.Event | None
     ) -> tuple[_Chunk, _ChunkSimulation]:
+        if after is not None:
+            await after.wait()
         async with concurrency:
             if chunk.batch:
                 return chunk, await self._simulate_batch(chunk.manager, chunk.candidates)
@@ -436,17 +454,17 @@ class Liquidator:
         funds: _Funds,
         head: Head,
         head_received_at: float,
-    ) -> None:
+    ) -> str | None:
         """Decides each account of a simulated chunk on its share of the gas, funds what it
         can in order (the lowest health factor first) and hands the transaction to the
-        dispatcher."""
+        dispatcher; returns its key, or None when nothing was worth sending."""
         for candidate in chunk.candidates:
             if candidate.account in simulation.reverts:
                 revert = simulation.reverts[candidate.account]
                 self._refuse(candidate, "simulation_reverted", revert=str(revert))
                 self._record_failure(candidate.account)
         if simulation.gas_estimate is None or not simulation.succeeding:
-            return
+            return None
         market = self._state.markets[chunk.manager]
         # Accounts dropped below only make the transaction cheaper: the estimate stays a bound.
         gas = self.gas_plan(simulation.gas_estimate, head.base_fee_per_gas)
@@ -469,13 +487,13 @@ class Liquidator:
             paid += decided.amount_paid
             chosen.append((candidate, decided))
         if not chosen:
-            return
+            return None
         if funds.native_wei < gas.max_wei:
             for candidate, _ in chosen:
                 self._refuse(
                     candidate, "insufficient_gas", needed=gas.max_wei, available=funds.native_wei
                 )
-            return
+            return None
         funds.underlying[market.underlying] = available - paid
         funds.native_wei -= gas.max_wei
         accounts = [candidate.account for candidate, _ in chosen]
@@ -498,6 +516,7 @@ class Liquidator:
         future = self._dispatcher.submit(request)
         self._observer.liquidation_attempted(chunk.manager, len(accounts))
         future.add_done_callback(self._on_result)
+        return request.key
 
     def _decide(self, candidate: Candidate, gas_estimate: int, head: Head) -> _Decided | None:
         """What liquidating `candidate` pays and earns, when it is worth its `gas_estimate` (its
