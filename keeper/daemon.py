@@ -37,7 +37,7 @@ from keeper.execution.journal import TxJournal
 from keeper.execution.liquidator import Liquidator
 from keeper.execution.observer import ExecutionObserver
 from keeper.execution.signer import Signer
-from keeper.protocol.events import decode_logs
+from keeper.protocol.events import checksum, decode_logs
 from keeper.risk.monitor import Candidate, RiskMonitor
 from keeper.startup import (
     LoadedState,
@@ -242,6 +242,9 @@ class Keeper:
         # The state and the books are most of the process's objects and live as long as this
         # run: out of the cyclic collector's walks, a full collection cannot stall a block
         # handler (one over 100,000 accounts' objects takes tens of milliseconds).
+        # The back-fill's address cache holds an entry per account (~250 B each) that live blocks,
+        # naming few addresses, do not need.
+        checksum.cache_clear()
         gc.collect()
         gc.freeze()
         self._report_prices(set(monitor.stale_prices()), set(), state)

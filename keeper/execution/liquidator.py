@@ -284,19 +284,28 @@ class Liquidator:
             self._rpc,
             [token_call(token, "allowance", self._signer, spender) for _, token, spender in wanted],
         )
-        # Sent together, consecutive nonces: one block for all of them, not one each.
-        approvals: list[tuple[str, str, asyncio.Future[TxResult]]] = []
-        for (key, token, spender), allowance in zip(wanted, allowances, strict=True):
-            in_flight = self._adopted_approvals.pop(key, None)
-            if allowance.outputs is not None and allowance.outputs[0] >= _APPROVAL_FLOOR:
-                continue
-            if in_flight is None:
-                approve = token_call(token, "approve", spender, MAX_UINT256)
-                gas = await self._estimate_gas(approve)
-                in_flight = self._dispatcher.submit(
-                    TxRequest(key, approve.target, approve.data, gas)
-                )
-            approvals.append((token, spender, in_flight))
+        missing = [
+            (key, token, spender)
+            for (key, token, spender), allowance in zip(wanted, allowances, strict=True)
+            if allowance.outputs is None or allowance.outputs[0] < _APPROVAL_FLOOR
+        ]
+        to_send = [
+            (key, token_call(token, "approve", spender, MAX_UINT256))
+            for key, token, spender in missing
+            if key not in self._adopted_approvals
+        ]
+        estimates = await asyncio.gather(*(self._estimate_gas(call) for _, call in to_send))
+        # Queued together, consecutive nonces: one block for all of them, not one each.
+        sent = {
+            key: self._dispatcher.submit(TxRequest(key, call.target, call.data, gas))
+            for (key, call), gas in zip(to_send, estimates, strict=True)
+        }
+        # Sent before a restart and still pending: waited on, not sent again.
+        approvals = [
+            (token, spender, sent[key] if key in sent else self._adopted_approvals[key])
+            for key, token, spender in missing
+        ]
+        self._adopted_approvals.clear()
         for token, spender, in_flight in approvals:
             result = await in_flight
             if result.outcome is not TxOutcome.INCLUDED:
