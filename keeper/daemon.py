@@ -239,12 +239,12 @@ class Keeper:
         started = time.perf_counter()
         monitor.rebuild(head.timestamp)
         log.info("risk.rebuilt", accounts=state.account_count(), took_ms=_ms_since(started))
-        # The state and the books are most of the process's objects and live as long as this
-        # run: out of the cyclic collector's walks, a full collection cannot stall a block
-        # handler (one over 100,000 accounts' objects takes tens of milliseconds).
         # The back-fill's address cache holds an entry per account (~250 B each) that live blocks,
         # naming few addresses, do not need.
         checksum.cache_clear()
+        # The state and the books are most of the process's objects and live as long as this
+        # run: out of the cyclic collector's walks, a full collection cannot stall a block
+        # handler (one over 100,000 accounts' objects takes tens of milliseconds).
         gc.collect()
         gc.freeze()
         self._report_prices(set(monitor.stale_prices()), set(), state)
