@@ -96,7 +96,9 @@ def manual_mining(w3: Web3) -> Iterator[None]:
 def test_nonce_too_low(w3: Web3, node: AnvilNode) -> None:
     sender = signer(node, 0)
     fees = initial_fees(base_fee(w3), GWEI, max_fee_cap=CAP)
-    accepted(w3, raw_tx(sender, 0, fees))  # mined at once
+    # anvil mines after it answers the send: until the block exists, nonce 0 is still in the pool
+    # and a second send is judged as a replacement.
+    w3.eth.wait_for_transaction_receipt(accepted(w3, raw_tx(sender, 0, fees)), timeout=30)
     assert_kind(refused(w3, raw_tx(sender, 0, fees, value=2)), SendErrorKind.NONCE_TOO_LOW)
 
 
