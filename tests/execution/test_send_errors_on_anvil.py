@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from eth_account import Account
+from eth_typing import HexStr
 from web3 import Web3
 from web3.types import RPCEndpoint
 
@@ -62,8 +63,8 @@ def raw_tx(sender: Signer, nonce: int, fees: Eip1559Fees, *, value: int = 1) -> 
     return sender.sign_transaction(tx).raw_transaction
 
 
-def accepted(w3: Web3, raw: str) -> str:
-    tx_hash: str = rpc(w3, "eth_sendRawTransaction", raw)
+def accepted(w3: Web3, raw: str) -> HexStr:
+    tx_hash: HexStr = rpc(w3, "eth_sendRawTransaction", raw)
     return tx_hash
 
 
