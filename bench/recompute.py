@@ -13,7 +13,9 @@ feed), at health factors spread between 1.05 and 3. Measured:
 - `candidates` with 1, 100 and 1,000 accounts under;
 - memory per account, as the RSS a fresh interpreter grows by and as tracemalloc counts it;
 - a full cyclic garbage collection with all of it in the heap, and once it is frozen
-  (`gc.freeze`, as the daemon does after its rebuild).
+  (`gc.freeze`, as the daemon does after its rebuild);
+- the health census a `/metrics` scrape takes: its CPU in all, and the longest the event loop
+  waits for it between two turns (copying the books, or counting a slice).
 
 Times are CPU time of this process (`time.process_time_ns`), the best of a few runs: on a shared
 machine wall time mostly measures the wait for a core; on an idle core the two agree.
@@ -40,6 +42,7 @@ from pathlib import Path
 
 from eth_utils.address import to_checksum_address
 
+from keeper.ops.metrics import CENSUS_SLICE_ACCOUNTS
 from keeper.protocol.events import (
     AnswerUpdated,
     BalanceUpdated,
@@ -55,6 +58,7 @@ from keeper.protocol.events import (
 )
 from keeper.risk.health import RAY
 from keeper.risk.monitor import Candidate, RiskMonitor
+from keeper.risk.summary import HealthCensus, market_health
 from keeper.state.store import MarketState, ProtocolState
 
 T0 = 1_700_000_000
@@ -253,6 +257,25 @@ def _price_falls(
     return min(known for known, _ in timings), min(total for _, total in timings), found
 
 
+def _census(monitor: RiskMonitor, state: ProtocolState) -> dict[str, float]:
+    """The census's CPU in all and its longest stretch between two turns of the event loop, as
+    `CensusTaker.take` runs it (ms)."""
+    total = _best_of(3, lambda: market_health(state, monitor, T0))
+    longest = 0
+    for _ in range(3):
+        gc.collect()
+        started = time.process_time_ns()
+        census = HealthCensus(state, monitor, T0)
+        now = time.process_time_ns()
+        longest, started = max(longest, now - started), now
+        finished = False
+        while not finished:
+            finished = census.advance(CENSUS_SLICE_ACCOUNTS)
+            now = time.process_time_ns()
+            longest, started = max(longest, now - started), now
+    return {"census_ms": _ms(total), "census_longest_slice_ms": _ms(longest)}
+
+
 def measure(accounts: int, seed: int = 1) -> dict[str, float | int]:
     """Milliseconds and bytes (see the module docstring) for `accounts` accounts."""
     gc.collect()
@@ -303,6 +326,7 @@ def measure(accounts: int, seed: int = 1) -> dict[str, float | int]:
         "weth_holders": len(state.holders((ORACLE, WETH.address))),
         **moves,
         **under_ms,
+        **_census(monitor, state),
         "full_gc_ms": _ms(full_gc),
         "full_gc_frozen_ms": _ms(frozen_gc),
         **_memory(accounts, seed),

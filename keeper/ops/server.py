@@ -37,6 +37,7 @@ async def ops_server(
 
     async def metrics_page(_: web.Request) -> web.Response:
         # In the loop, not a thread: collectors read state the loop is changing.
+        await metrics.take_census()
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

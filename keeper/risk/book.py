@@ -135,6 +135,27 @@ class _Column:
         return map(sub, map(add, self.terms, self.bounds), self.needs)
 
 
+@dataclass(frozen=True, slots=True)
+class Valuations:
+    """Every valued account once, with its weighted value kept as the book keeps it (term plus
+    bound minus need), in copies of the book's lists: taken with a few list copies and no work
+    per account, then read a slice at a time while the book moves on."""
+
+    holders: list[str]
+    terms: list[int]
+    bounds: list[int]
+    needs: list[int]
+    states: dict[str, CreditAccountState]  # as valued
+
+    def __len__(self) -> int:
+        return len(self.holders)
+
+    def weighted(self, start: int, stop: int) -> list[int]:
+        """The weighted values of the accounts at positions `start` to `stop`."""
+        terms, bounds, needs = (row[start:stop] for row in (self.terms, self.bounds, self.needs))
+        return list(map(sub, map(add, terms, bounds), needs))
+
+
 class RiskBook:
     """One market's accounts: their weighted values as per-token terms and their debts at the
     horizon, and the critical index of those near liquidation.
@@ -172,6 +193,31 @@ class RiskBook:
         for column in self._columns.values():
             found.update(zip(column.holders, column.weighted_values(), strict=True))
         return found
+
+    def valuations(self) -> Valuations:
+        """A copy of every valued account's weighted value, to read later in slices."""
+        holders: list[str] = []
+        terms: list[int] = []
+        bounds: list[int] = []
+        needs: list[int] = []
+        listed: set[str] = set()  # holders of several tokens, once listed in a column
+        for column in self._columns.values():
+            numbers = ((terms, column.terms), (bounds, column.bounds), (needs, column.needs))
+            if listed and not listed.isdisjoint(column.shared):
+                unlisted = [holder not in listed for holder in column.holders]
+                holders.extend(compress(column.holders, unlisted))
+                for copy, row in numbers:
+                    copy.extend(compress(row, unlisted))
+            else:
+                holders.extend(column.holders)
+                for copy, row in numbers:
+                    copy.extend(row)
+            listed.update(column.shared)
+        holders.extend(self._plain)
+        terms.extend(self._plain.values())
+        bounds.extend(repeat(0, len(self._plain)))
+        needs.extend(repeat(0, len(self._plain)))
+        return Valuations(holders, terms, bounds, needs, dict(self._accounts))
 
     def unpriced(self) -> list[AccountRisk]:
         """Accounts that cannot be valued (and so cannot be liquidated) right now."""

@@ -31,8 +31,11 @@ from keeper.risk.health import (
     account_health,
     collateral_value,
     cumulative_index_at,
+    debt_at,
+    health_factor_wad,
 )
 from keeper.risk.monitor import RiskMonitor
+from keeper.risk.summary import HEALTH_RANGES, UNPRICED, HealthCensus, MarketHealth
 from keeper.state.model import CreditAccountState, Market
 from keeper.state.store import ProtocolState, StateChanges
 from tests.unit.protocol_builder import T0, Chain, Deployed, Token, address
@@ -133,6 +136,36 @@ def assert_books_match_reference(monitor: RiskMonitor, state: ProtocolState, now
             assert risk.weighted_value == value.weighted_value, address_
             fee = view.fees.fee_interest_bps
             assert risk.critical_index_ray == critical_index(account, value.weighted_value, fee)
+
+
+def reference_census(state: ProtocolState, now: int) -> dict[str, MarketHealth]:
+    """Each account's range from its exact health factor, one account at a time."""
+    found = {}
+    for manager, market in state.markets.items():
+        view = state.market_view(manager)
+        counts = dict.fromkeys([label for label, _ in HEALTH_RANGES] + [UNPRICED], 0)
+        lowest: int | None = None
+        for account in market.accounts.values():
+            value = reference_value(account, view, now)
+            if isinstance(value, PriceUnavailableError):
+                counts[UNPRICED] += 1
+                continue
+            index = cumulative_index_at(view.interest_rate, now)
+            total_debt = debt_at(account, index, view.fees.fee_interest_bps).total
+            health = health_factor_wad(value.weighted_value, total_debt)
+            counts[[label for label, bound in HEALTH_RANGES if health >= bound][-1]] += 1
+            if total_debt and (lowest is None or health < lowest):
+                lowest = health
+        found[manager] = MarketHealth(counts, lowest)
+    return found
+
+
+def finish(census: HealthCensus, accounts_per_slice: int) -> dict[str, MarketHealth]:
+    slices = 1
+    while not census.advance(accounts_per_slice):
+        slices += 1
+    assert slices == max(1, -(-len(census) // accounts_per_slice))
+    return census.result()
 
 
 KINDS = (
@@ -251,8 +284,16 @@ def test_the_fast_path_ends_where_the_reference_ends(
 
     check()
     for _ in range(data.draw(st.integers(1, 15), label="blocks")):
+        # A census taken before the block and counted after it still describes the time before.
+        census_before, reference_before = (
+            HealthCensus(state, monitor, now),
+            reference_census(state, now),
+        )
         events, now = random_block(data, scenario, state, now, prices)
         revaluation = monitor.revalue(state.apply(events, undoable=True), now)
+        per_slice = data.draw(st.integers(1, len(ACCOUNTS)), label="census slice")
+        assert finish(census_before, per_slice) == reference_before
+        assert finish(HealthCensus(state, monitor, now), per_slice) == reference_census(state, now)
         view = state.market_view(market.manager)
         for candidate in revaluation.candidates:
             valued = state.markets[candidate.manager].accounts[candidate.account]
