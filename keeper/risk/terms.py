@@ -86,27 +86,31 @@ def weighted_terms(balances: Iterable[int], conversion: Conversion) -> list[int]
     ]
 
 
-def account_terms(
+def _valued_holdings(
     account: CreditAccountState, conversions_: Mapping[str, Conversion | None]
-) -> dict[str, int] | None:
-    """Every non-zero holding's weighted term, by token; None when a price it needs is
-    unusable (the contract's views revert). A token without a threshold raises KeyError, as
-    `health.collateral_value` does."""
-    terms = {}
+) -> list[tuple[str, int, int]] | None:
+    """(token, value in the underlying, weighted term) of every non-zero holding; None when a
+    price it needs is unusable (the contract's views revert). A token without a threshold raises
+    KeyError, as `health.collateral_value` does."""
+    valued = []
     for token, balance in account.balances.items():
         if balance == 0:
             continue
         conversion = conversions_[token]
         if conversion is None:
             return None
-        terms[token] = (
-            balance
-            * conversion.multiplier
-            // conversion.divisor
-            * conversion.threshold_bps
-            // PERCENTAGE_FACTOR
-        )
-    return terms
+        value = balance * conversion.multiplier // conversion.divisor
+        valued.append((token, value, value * conversion.threshold_bps // PERCENTAGE_FACTOR))
+    return valued
+
+
+def account_terms(
+    account: CreditAccountState, conversions_: Mapping[str, Conversion | None]
+) -> dict[str, int] | None:
+    """Every non-zero holding's weighted term, by token; None when a price it needs is
+    unusable."""
+    valued = _valued_holdings(account, conversions_)
+    return None if valued is None else {token: term for token, _, term in valued}
 
 
 def total_debt_at(account: CreditAccountState, index_ray: int, fee_interest_bps: int) -> int:
@@ -130,16 +134,11 @@ def health_at(
 ) -> AccountHealth | None:
     """`health.account_health` at pool index `index_ray` from the block's conversions; None when
     a price it needs is unusable (where `account_health` raises)."""
-    total = weighted = 0
-    for token, balance in account.balances.items():
-        if balance == 0:
-            continue
-        conversion = conversions_[token]
-        if conversion is None:
-            return None
-        value = balance * conversion.multiplier // conversion.divisor
-        total += value
-        weighted += value * conversion.threshold_bps // PERCENTAGE_FACTOR
+    valued = _valued_holdings(account, conversions_)
+    if valued is None:
+        return None
+    total = sum(value for _, value, _ in valued)
+    weighted = sum(term for _, _, term in valued)
     debt = debt_at(account, index_ray, fee_interest_bps)
     return AccountHealth(
         CollateralValue(total, weighted), debt, health_factor_wad(weighted, debt.total)
