@@ -126,6 +126,29 @@ def test_a_full_save_loads_back_exactly(db: Database, markets: list[Deployed]) -
     assert loaded.state.undo_floor() == 150
 
 
+def test_loaded_accounts_share_one_string_per_owner_and_token(
+    db: Database, markets: list[Deployed]
+) -> None:
+    """Each row brings its own copy of the owner and token addresses; at 100,000 accounts those
+    copies are ~270 B per account."""
+    first = markets[0]
+    state = ProtocolState(m.market_state() for m in markets)
+    state.apply(first.deploy_events(answers=PRICES))
+    for label in (610, 611):
+        state.apply(first.open(address(label), OWNER, principal=1, balances={"WETH": 1, "USDC": 2}))
+    store = store_for(db, markets)
+    store.save(state, block_number=150, block_hash="0xaa", block_timestamp=T0, changes=None)
+
+    loaded = load(store, markets)
+
+    assert loaded is not None
+    one, other = loaded.state.markets[first.manager].accounts.values()
+    assert one.owner == other.owner == OWNER
+    assert one.owner is other.owner
+    assert list(one.balances) == list(other.balances) == [first.token("WETH"), first.token("USDC")]
+    assert all(a is b for a, b in zip(one.balances, other.balances, strict=True))
+
+
 def test_a_market_without_an_interest_rate_yet_round_trips(
     db: Database, markets: list[Deployed]
 ) -> None:
