@@ -264,8 +264,13 @@ async def backfill(
         if on_progress is not None:
             on_progress(done_to - first + 1, total)
 
-    logs = await fetcher.fetch(state.watched_addresses(), first, head.number, on_progress=progress)
-    changes = state.apply(decode_logs(logs))
+    applied, changes = 0, StateChanges()
+    # Applied chunk by chunk, so a long history is never in memory whole. A failure part way
+    # leaves `state` half-built, and raises: nothing is checkpointed before the back-fill ends.
+    chunks = fetcher.chunks(state.watched_addresses(), first, head.number, on_progress=progress)
+    async for chunk in chunks:
+        changes.merge(state.apply(decode_logs(chunk)))
+        applied += len(chunk)
     for market in state.markets.values():
         if market.interest_rate is None:
             raise ConfigError(
@@ -279,12 +284,12 @@ async def backfill(
         "keeper.backfilled",
         from_block=first,
         to_block=head.number,
-        logs=len(logs),
+        logs=applied,
         accounts=state.account_count(),
         feeds=len(state.feeds()),
         seconds=round(time.monotonic() - started, 3),
     )
-    return len(logs), changes
+    return applied, changes
 
 
 async def read_feeds(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from keeper.chain.rpc import RpcClient, RpcError, RpcTransportError
@@ -86,9 +86,25 @@ class LogFetcher:
         `on_progress(done_to_block, to_block)` runs after each chunk. A refusal at the smallest
         chunk is re-raised as the node's RpcError.
         """
+        chunks = self.chunks(
+            addresses, from_block, to_block, topics=topics, on_progress=on_progress
+        )
+        return [log async for chunk in chunks for log in chunk]
+
+    async def chunks(
+        self,
+        addresses: Sequence[str],
+        from_block: int,
+        to_block: int,
+        *,
+        topics: Topics | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """`fetch`, one accepted chunk at a time: each in chain order, the chunks in block
+        order. A caller that applies each chunk before asking for the next never holds a long
+        history's logs (gigabytes of JSON on a busy chain) all at once."""
         if not addresses:
-            return []
-        logs: list[dict[str, Any]] = []
+            return
         start = from_block
         while start <= to_block:
             end = min(to_block, start + self._chunk - 1)
@@ -103,15 +119,14 @@ class LogFetcher:
                 self._successes = 0
                 continue
             _check_chunk(chunk, start, end)
-            logs.extend(chunk)
+            # Nodes answer in chain order, but the JSON-RPC spec promises none; the sort costs
+            # one linear pass when all is in order already.
+            chunk.sort(key=_chain_position)
             start = end + 1
             self._note_success()
             if on_progress is not None:
                 on_progress(end, to_block)
-        # Chunks go in block order and nodes answer each in chain order, but the JSON-RPC spec
-        # promises no order; the sort costs one linear pass when all is in order already.
-        logs.sort(key=_chain_position)
-        return logs
+            yield chunk
 
     async def fetch_block_logs(
         self,

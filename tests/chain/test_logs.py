@@ -148,6 +148,27 @@ async def test_chunks_under_a_node_limit_give_exactly_the_unlimited_answer(
     assert {end for _, end in progress} == {log_chain.last_block}
 
 
+async def test_chunks_are_handed_over_one_request_at_a_time(
+    log_chain: LogChain,
+    direct: RpcClient,
+    limited: RangeLimitedProxy,
+    limited_rpc: RpcClient,
+) -> None:
+    """What the back-fill relies on to apply a long history without holding it whole."""
+    fetcher = LogFetcher(limited_rpc, initial_chunk_blocks=16, max_chunk_blocks=16)
+    handed: list[tuple[int, list[dict[str, Any]]]] = []
+
+    async for chunk in fetcher.chunks(log_chain.tokens, 0, log_chain.last_block):
+        handed.append((len(limited.spans), chunk))
+
+    # Each chunk arrived before the next range was asked for.
+    assert [requests for requests, _ in handed] == list(range(1, len(handed) + 1))
+    assert len(handed) == -(-(log_chain.last_block + 1) // 16)
+    for number, (_, chunk) in enumerate(handed):
+        assert all(number * 16 <= position(log)[0] < (number + 1) * 16 for log in chunk)
+    assert [log for _, chunk in handed for log in chunk] == await all_logs(direct, log_chain)
+
+
 async def test_chunk_size_is_remembered_across_calls_and_grows_back_when_allowed(
     log_chain: LogChain, limited: RangeLimitedProxy, limited_rpc: RpcClient
 ) -> None:

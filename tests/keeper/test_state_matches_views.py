@@ -16,6 +16,7 @@ from keeper.devnet.network import Devnet
 from keeper.devnet.tx import send
 from keeper.risk.health import account_health, cumulative_index_at
 from keeper.state.model import CreditAccountState
+from tests.faults.criteria import assert_state_matches_views
 from tests.keeper.helpers import (
     Harness,
     InProcessKeeper,
@@ -115,8 +116,17 @@ async def test_keeper_state_equals_the_views_through_an_accounts_life(
     weth = net.deployment.contract(w3, "WETH")
     adapter = net.deployment.address("OracleSwapAdapter")
 
-    async with keeper_in_process(net, net.roles.keeper, tmp_path) as running:
+    # Two blocks per eth_getLogs: the back-fill applies its history in many chunks.
+    chunks_of_two = {"chain": {"log_chunk_blocks": 2}}
+    async with keeper_in_process(
+        net, net.roles.keeper, tmp_path, settings=chunks_of_two
+    ) as running:
         await wait_for_log_async(running, "keeper.following")
+        pipeline = running.keeper.pipeline
+        assert pipeline is not None
+        backfilled = running.keeper.progress.last_block
+        assert backfilled > 2 * 4, "a history of a few chunks at least"
+        await on_chain(assert_state_matches_views, pipeline.state, net, backfilled)
 
         async def processed(block: int) -> None:
             async def reached() -> bool:
